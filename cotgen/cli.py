@@ -1,0 +1,60 @@
+"""The `cotgen` application: mounts one sub-app per area and turns user errors into one-line messages."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from cotgen.commands import common, ingest, init, models, run
+from schemas.errors import CotgenError
+
+app = typer.Typer(
+    name="cotgen",
+    help="Chain-of-thought training data for e-commerce search relevance (TaoSR1 / TaoSR-SHE recipe).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("init")(init.init)
+app.command("ingest")(ingest.ingest_command)
+app.command("status")(ingest.status_command)
+app.command("run")(run.run_command)
+app.add_typer(models.app, name="models")
+
+
+def _offline_by_default() -> None:
+    # Nothing may download weights at run time; without this a hub id would hang on DNS instead of failing.
+    if os.environ.get("COTGEN_ONLINE") != "1":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main() -> None:
+    _offline_by_default()
+    try:
+        app(standalone_mode=False)
+    except CotgenError as e:
+        common.err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        common.err_console.print("interrupted: what was finished is saved; run the same command again to continue")
+        sys.exit(130)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

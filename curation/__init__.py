@@ -1,0 +1,1 @@
+"""The DuckDB store, ingest, pass@N statistics, difficulty, selection, review and export."""

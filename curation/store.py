@@ -1,0 +1,138 @@
+"""The workspace's DuckDB file: opening with a lock wait, forward migrations, transactions."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from schemas.errors import CotgenError
+from schemas.workspace import Workspace
+
+MIGRATIONS = "sql/migrations"
+_LOCK_HINTS = ("Could not set lock", "Conflicting lock")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every shipped migration, in order."""
+    folder = resources.files("curation").joinpath(MIGRATIONS)
+    found = []
+    for entry in folder.iterdir():
+        m = re.fullmatch(r"(\d+)_(\w+)\.sql", entry.name)
+        if m:
+            found.append((int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def _is_lock_error(err: Exception) -> bool:
+    return any(h in str(err) for h in _LOCK_HINTS)
+
+
+def _lock_holder(err: Exception) -> str:
+    m = re.search(r"PID (\d+)", str(err))
+    return f" (held by process {m.group(1)})" if m else ""
+
+
+class Store:
+    """One open connection to the store; use as a context manager so the lock is released."""
+
+    def __init__(self, path: Path, *, read_only: bool = False, lock_timeout_s: float = 30.0):
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise CotgenError(f"{self.path}: no store yet; run `cotgen ingest` first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = self._connect(lock_timeout_s)
+        if not read_only:
+            self.migrate()
+
+    def _connect(self, lock_timeout_s: float) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only)
+            except duckdb.Error as e:
+                if not _is_lock_error(e):
+                    raise CotgenError(f"{self.path}: cannot open the store: {e}") from None
+                if time.monotonic() >= deadline:
+                    raise CotgenError(
+                        f"{self.path}: the store is in use by another cotgen process{_lock_holder(e)}; "
+                        f"waited {lock_timeout_s:g}s (store.lock_timeout_s). Try again when it finishes."
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All or nothing: on any exception the writes inside are rolled back."""
+        self.con.begin()
+        try:
+            yield self.con
+        except BaseException:
+            self.con.rollback()
+            raise
+        self.con.commit()
+
+    def schema_version(self) -> int:
+        exists = self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'")
+        if not exists:
+            return 0
+        return self.scalar("SELECT coalesce(max(version), 0) FROM schema_version")
+
+    def migrate(self) -> None:
+        """Apply every shipped migration newer than the store, each in its own transaction."""
+        current = self.schema_version()
+        shipped = migrations()
+        if shipped and current > shipped[-1][0]:
+            raise CotgenError(
+                f"{self.path}: store schema v{current} is newer than this cotgen (v{shipped[-1][0]}); upgrade cotgen"
+            )
+        for version, name, sql in shipped:
+            if version <= current:
+                continue
+            with self.transaction() as con:
+                con.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version "
+                    "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP DEFAULT current_timestamp)"
+                )
+                con.execute(sql)
+                con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
+
+    # DuckDB 2 refuses new work on a connection while a result is half-read (fetchone on a
+    # multi-row result), so every read below fetches to the end.
+    def rows(self, sql: str, params: list | dict | None = None) -> list[tuple]:
+        return self.con.execute(sql, params or []).fetchall()
+
+    def one(self, sql: str, params: list | dict | None = None) -> tuple | None:
+        rows = self.rows(sql, params)
+        return rows[0] if rows else None
+
+    def scalar(self, sql: str, params: list | dict | None = None):
+        row = self.one(sql, params)
+        return row[0] if row else None
+
+    def query(self, sql: str, params: list | dict | None = None) -> list[dict]:
+        """Rows as dicts; for small result sets (status, summaries)."""
+        cur = self.con.execute(sql, params or [])
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+
+def open_store(workspace: Workspace, *, read_only: bool = False) -> Store:
+    """The workspace's store, waiting up to store.lock_timeout_s for another process's lock."""
+    return Store(workspace.store_path, read_only=read_only, lock_timeout_s=workspace.config.store.lock_timeout_s)

@@ -1,0 +1,1 @@
+"""Embedder and FAISS index over atomic relevance rules and knowledge entries."""

@@ -1,0 +1,192 @@
+"""The typed model of `cotgen.toml`; one section per package, loaded and validated in one place."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from schemas.errors import CotgenError
+from schemas.labels import BUILTIN_SCHEMES, LabelScheme, resolve_scheme
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_FILE = "cotgen.toml"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ColumnMap(Section):
+    """Which column of the source file holds each field of a pair.
+
+    `id` is the source's own record id: when mapped it joins the pair hash, so repeated judgements of the
+    same text stay separate pairs; unmapped, rows with the same text collapse into one pair.
+    """
+
+    id: str | None = None
+    query: str = "query"
+    title: str = "title"
+    description: str | None = None
+    label: str = "label"
+    attributes: list[str] = Field(default_factory=list)
+
+
+class SourceConfig(Section):
+    """A file of labelled pairs and how to read it."""
+
+    name: str
+    path: str
+    scheme: str = "taosr4"
+    format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
+    encoding: str = "utf-8"
+    strip_html: bool = False
+    columns: ColumnMap = Field(default_factory=ColumnMap)
+
+
+class IndexConfig(Section):
+    """The rule index: which documents, which embedder, which FAISS index."""
+
+    name: str = "rules"
+    embedder: str = "bundled:all-minilm-l6-v2"
+    rules: list[str] = Field(default_factory=lambda: ["builtin"])
+    kind: Literal["auto", "exact", "hnsw", "ivf"] = "auto"
+    k: int = Field(default=5, ge=1)
+    query_template: str = "query: {query} | item: {title} {attributes}"
+
+
+class BackendConfig(Section):
+    """An LLM that writes answers: the teacher (stage 1) or the policy being trained (stages 2-3)."""
+
+    backend: Literal["openai", "transformers", "vllm"] = "transformers"
+    model: str = "bundled:smollm2-135m-instruct"
+    base_urls: list[str] = Field(default_factory=list)
+    api_key_env: str = "OPENAI_API_KEY"
+    n: int = Field(default=1, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(default=384, ge=1)
+    concurrency: int = Field(default=16, ge=1)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    order: Literal["cot_first", "label_first"] = "cot_first"
+    explain_gold: bool = False
+    structured: bool = False
+    seed: int = 0
+    batch_size: int = Field(default=8, ge=1)
+
+
+class DifficultyBins(Section):
+    """TaoSR1's difficulty from the correct count c of n samples."""
+
+    gamma: float = Field(default=0.5, gt=0.0, le=1.0)
+
+
+class CurationConfig(Section):
+    seed: int = 0
+    difficulty: DifficultyBins = Field(default_factory=DifficultyBins)
+    split: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_one(cls, v: dict[str, float]) -> dict[str, float]:
+        if abs(sum(v.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {sum(v.values()):g}")
+        return v
+
+
+class ExportConfig(Section):
+    name: str = "relevance"
+    kinds: list[Literal["sft", "dpo", "grpo", "steps"]] = Field(default_factory=lambda: ["sft", "dpo", "grpo"])
+    format: Literal["label_first", "cot_first"] = "label_first"
+
+
+class PipelineConfig(Section):
+    """The stages `cotgen run` runs, in order."""
+
+    stages: list[str] = Field(default_factory=lambda: ["ingest"])
+
+
+class StoreConfig(Section):
+    path: str = "store.duckdb"
+    lock_timeout_s: float = Field(default=30.0, ge=0)
+
+
+class CotgenConfig(Section):
+    """Everything in cotgen.toml."""
+
+    sources: list[SourceConfig] = Field(default_factory=list)
+    schemes: dict[str, LabelScheme] = Field(default_factory=dict)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    teacher: BackendConfig = Field(default_factory=BackendConfig)
+    policy: BackendConfig = Field(default_factory=BackendConfig)
+    curation: CurationConfig = Field(default_factory=CurationConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+
+    @field_validator("schemes", mode="before")
+    @classmethod
+    def _name_user_schemes(cls, v: object) -> object:
+        if isinstance(v, dict):
+            return {k: {"name": k, **s} if isinstance(s, dict) else s for k, s in v.items()}
+        return v
+
+    def scheme(self, name: str) -> LabelScheme:
+        try:
+            return resolve_scheme(name, self.schemes)
+        except KeyError as e:
+            raise CotgenError(str(e.args[0])) from None
+
+    def source(self, name: str) -> SourceConfig:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.sources) or "none configured"
+        raise CotgenError(f"unknown source '{name}' (known: {known})")
+
+    def known_schemes(self) -> list[str]:
+        return sorted({*BUILTIN_SCHEMES, *self.schemes})
+
+
+def _describe(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in err and err["type"] != "missing":
+        msg = f"{msg}, got {err['input']!r}"
+    return f"{key}: {msg}"
+
+
+def parse_config(text: str, origin: str = CONFIG_FILE) -> CotgenConfig:
+    """Parse and validate TOML text; errors name the file, the key and what was expected."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise CotgenError(f"{origin}: not valid TOML: {e}") from None
+    try:
+        config = CotgenConfig.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise CotgenError(f"{origin}: {_describe(first)}{more}") from None
+    for src in config.sources:
+        if src.scheme not in config.known_schemes():
+            raise CotgenError(
+                f"{origin}: sources.{src.name}.scheme: unknown scheme '{src.scheme}' "
+                f"(known: {', '.join(config.known_schemes())})"
+            )
+    return config
+
+
+def load_config(path: Path) -> CotgenConfig:
+    if not path.is_file():
+        raise CotgenError(f"{path}: no such file; run `cotgen init` to create a workspace")
+    return parse_config(path.read_text(encoding="utf-8"), origin=str(path))

@@ -1,0 +1,1 @@
+"""Thin TRL trainers (SFT/DPO/GRPO), rewards, evaluation and CumPT."""
