@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from cotgen.commands import common, ingest, init, models, run
+from cotgen.commands import common, curate, generate, index, ingest, init, models, review, run, train
 from schemas.errors import CotgenError
 
 app = typer.Typer(
@@ -22,6 +22,12 @@ app.command("ingest")(ingest.ingest_command)
 app.command("status")(ingest.status_command)
 app.command("run")(run.run_command)
 app.add_typer(models.app, name="models")
+# Each area's module owns its commands; these lines only mount them.
+index.register(app)
+generate.register(app)
+curate.register(app)
+review.register(app)
+train.register(app)
 
 
 def _offline_by_default() -> None:

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-ReviewAction = Literal["accept", "reject", "relabel", "edit", "step", "note", "skip"]
+ReviewAction = Literal["accept", "reject", "relabel", "edit", "step", "note", "skip", "undo"]
 
 
 class Review(BaseModel):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from cotgen.commands import curate, generate, index, review, train
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, open_workspace
 from cotgen.commands.ingest import ingest_sources, print_report
 from cotgen.pipeline import Stage
@@ -27,7 +28,10 @@ class IngestStage:
         return {"added": sum(r.added for r in reports), "sources": len(reports)}
 
 
-STAGES: dict[str, Stage] = {s.name: s for s in [IngestStage()]}
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in [IngestStage(), *index.STAGES, *generate.STAGES, *curate.STAGES, *review.STAGES, *train.STAGES]
+}
 
 
 def run_command(
