@@ -6,6 +6,7 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
 from cotgen.commands import common, curate, generate, index, ingest, init, models, review, run, train
 from schemas.errors import CotgenError
@@ -44,7 +45,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except CotgenError as e:
-        common.err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        common.err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         common.err_console.print("interrupted: what was finished is saved; run the same command again to continue")

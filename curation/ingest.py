@@ -183,13 +183,13 @@ def _scan(path: Path, fmt: str) -> tuple[pl.LazyFrame, int]:
     return pl.scan_ndjson(path, infer_schema_length=None), 1
 
 
-def _explain_polars(path: Path, err: Exception, encoding: str) -> CotgenError:
+def _explain_polars(path: Path, err: Exception, fmt: str) -> CotgenError:
     msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if "utf-8" in msg.lower() or "utf8" in msg.lower():
         return CotgenError(f"{path}: not valid UTF-8 ({msg}); pass --encoding with the file's encoding, e.g. latin-1")
     if isinstance(err, pl.exceptions.NoDataError) or "empty" in msg.lower():
         return CotgenError(f"{path}: the file is empty")
-    return CotgenError(f"{path}: cannot read as {encoding} text: {msg}")
+    return CotgenError(f"{path}: malformed {fmt.upper()} (a truncated line or an unclosed quote?): {msg}")
 
 
 def stage_to_parquet(path: Path, fmt: str, columns: ColumnMap, encoding: str, workdir: Path) -> Path:
@@ -221,7 +221,7 @@ def stage_to_parquet(path: Path, fmt: str, columns: ColumnMap, encoding: str, wo
     except CotgenError:
         raise
     except (pl.exceptions.PolarsError, OSError) as e:
-        raise _explain_polars(path, e, encoding) from None
+        raise _explain_polars(path, e, fmt) from None
     return staging
 
 

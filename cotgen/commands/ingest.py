@@ -42,8 +42,8 @@ def print_report(r: IngestReport) -> None:
 
 
 def ingest_command(
-    path: Annotated[Path | None, typer.Argument(help="File to ingest (CSV/TSV/Parquet/JSONL). Omit to ingest every configured source.")] = None,
-    source: Annotated[str | None, typer.Option("--source", "-s", help="Source name (a [[sources]] entry, or a new name for PATH).")] = None,
+    path: Annotated[Path | None, typer.Argument(help="File to ingest (CSV/TSV/Parquet/JSONL). Omit it to ingest every configured source.")] = None,
+    source: Annotated[str | None, typer.Option("--source", "-s", help="Source name (a sources entry in cotgen.toml, or a new name for PATH).")] = None,
     scheme: Annotated[str | None, typer.Option("--scheme", help="Label scheme of the raw labels.")] = None,
     column_map: Annotated[str | None, typer.Option("--map", help="Column mapping, e.g. query=search_term,title=product_title,label=grade,id=row_id.")] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Text encoding, e.g. latin-1.")] = None,

@@ -39,7 +39,7 @@ def run_command(
     workspace: WorkspaceOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the pipeline of cotgen.toml [pipeline].stages. Interrupt and re-run: it continues where it stopped."""
+    """Run the stages listed in cotgen.toml (pipeline.stages). Interrupt and re-run: it continues where it stopped."""
     ws = open_workspace(workspace)
     names = only or ws.config.pipeline.stages
     unknown = [n for n in names if n not in STAGES]

@@ -1,0 +1,59 @@
+"""Fixtures shared by every area's tests: real data paths, workspaces, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+COTGEN = [sys.executable, "-m", "cotgen.cli"]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: the tests read real data from ../shared/data")
+    return SHARED_DATA
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real `cotgen` CLI in a subprocess; returns the completed process (text mode)."""
+    proc = subprocess.run([*COTGEN, *args], cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cotgen {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess]:
+    return run_cli
+
+
+@pytest.fixture
+def example_workspace(tmp_path: Path) -> Path:
+    """A fresh workspace made by `cotgen init --example`, with its example pairs ingested."""
+    ws = tmp_path / "ws"
+    run_cli("init", "--example", str(ws))
+    run_cli("ingest", "-w", str(ws))
+    return ws
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> str:
+    """The bundled SmolLM2 as a plain HF checkpoint (converted once into the cache)."""
+    from schemas.models import resolve_model
+
+    return resolve_model("bundled:smollm2-135m-instruct")

@@ -1,0 +1,210 @@
+"""Ingest real relevance data into a real DuckDB store; bad input is a clear error or a counted reject."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import COTGEN, run_cli
+
+CROWDFLOWER_MAP = "id=id,query=query,title=product_title,description=product_description,label=median_relevance"
+BINARY_SCHEME = """
+[schemes.binary]
+grades = [{ id = "R", name = "Relevant", meaning = "serves the query" },
+          { id = "N", name = "Not relevant", meaning = "does not serve the query" }]
+relevant = ["R"]
+mapping = { "Relevant" = "R", "Not relevant" = "N" }
+"""
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    run_cli("init", str(tmp_path / "ws"))
+    return tmp_path / "ws"
+
+
+def ingest_json(ws: Path, *args: str) -> list[dict]:
+    return json.loads(run_cli("ingest", "-w", str(ws), "--json", *args).stdout)
+
+
+def store_rows(ws: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(ws / "store.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_crowdflower_counts(ws, shared_data):
+    [report] = ingest_json(ws, str(shared_data / "crowdflower/train_dev.csv"), "--scheme", "crowdflower",
+                           "--map", CROWDFLOWER_MAP, "--strip-html")
+    assert report["rows_read"] == 7356 and report["added"] == 7356 and report["rejected"] == 0
+    assert report["labels"] == {"L4": 4358, "L3": 1281, "L2": 1122, "L1": 595}
+    by_raw = dict(store_rows(ws, "SELECT raw_label, count(*) FROM pairs GROUP BY 1"))
+    assert by_raw == {"1": 595, "2": 1122, "3": 1281, "4": 4358}
+    assert store_rows(ws, "SELECT count(*) FROM pairs WHERE description LIKE '%<br%' OR description LIKE '%&amp;%'") == [(0,)]
+    status = json.loads(run_cli("status", "-w", str(ws), "--json").stdout)
+    assert status["total_pairs"] == 7356
+
+
+def test_crowdflower_without_ids_collapses_repeats_and_records_disagreements(ws, shared_data):
+    [report] = ingest_json(ws, str(shared_data / "crowdflower/train_dev.csv"), "--scheme", "crowdflower",
+                           "--map", CROWDFLOWER_MAP.replace("id=id,", ""))
+    assert report["added"] + report["duplicates"] == 7356
+    assert report["duplicates"] > 0 and report["conflicts"] > 0
+    (n_conflicted,) = store_rows(ws, "SELECT count(DISTINCT pair_id) FROM label_disagreements")[0]
+    assert n_conflicted == report["conflicts"]
+
+
+def test_esci_sample(ws, shared_data):
+    [report] = ingest_json(ws, str(shared_data / "esci_sample/query_esci_lookup.csv"), "--scheme", "esci",
+                           "--map", "id=product_id,query=query,title=product_text,label=esci_label")
+    assert report["added"] == 99
+    assert report["labels"] == {"E": 76, "S": 5, "C": 1, "I": 17}
+
+
+def test_wands_binary_with_a_user_scheme(ws, shared_data):
+    config = ws / "cotgen.toml"
+    config.write_text(config.read_text() + BINARY_SCHEME + f"""
+[[sources]]
+name = "wands_train"
+path = "{shared_data / 'wands_binary/wands_200_train_partial.csv'}"
+scheme = "binary"
+[sources.columns]
+query = "query"
+title = "name"
+label = "label"
+
+[[sources]]
+name = "wands_test"
+path = "{shared_data / 'wands_binary/wands_2800_test_partial.csv'}"
+scheme = "binary"
+[sources.columns]
+query = "query"
+title = "name"
+label = "target"
+""")
+    reports = ingest_json(ws)
+    assert [r["added"] for r in reports] == [200, 2800]
+    assert all(r["labels"]["R"] + r["labels"]["N"] == r["added"] for r in reports)
+    assert store_rows(ws, "SELECT DISTINCT scheme FROM pairs") == [("binary",)]
+
+
+def test_reingest_adds_nothing(ws, shared_data):
+    path = str(shared_data / "esci_sample/query_esci_lookup.csv")
+    args = (path, "--scheme", "esci", "--map", "id=product_id,query=query,title=product_text,label=esci_label")
+    first, = ingest_json(ws, *args)
+    again, = ingest_json(ws, *args)
+    assert (first["added"], again["added"], again["already_present"]) == (99, 0, 99)
+    assert store_rows(ws, "SELECT count(*) FROM pairs") == [(99,)]
+    assert store_rows(ws, "SELECT count(*) FROM ingests") == [(2,)]
+
+
+def test_pair_ids_are_stable_across_stores(tmp_path, shared_data):
+    ids = []
+    for name in ("a", "b"):
+        run_cli("init", str(tmp_path / name))
+        ingest_json(tmp_path / name, str(shared_data / "esci_sample/query_esci_lookup.csv"), "--scheme", "esci",
+                    "--source", "esci", "--map", "id=product_id,query=query,title=product_text,label=esci_label")
+        ids.append(store_rows(tmp_path / name, "SELECT pair_id FROM pairs ORDER BY pair_id"))
+    assert ids[0] == ids[1]
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+BAD_INPUTS = [
+    ("missing_column.csv", b"query,title\nred shoe,Red Shoe\n", "missing column 'label'"),
+    ("unknown_label.csv", b"query,title,label\nred shoe,Red Shoe,L4\nhat,Hat,L9\n",
+     "unknown_label.csv:3: label: unknown label 'L9' for scheme taosr4"),
+    ("empty.csv", b"", "the file is empty"),
+    ("header_only.csv", b"query,title,label\n", "header but no rows"),
+    ("latin1.csv", "query,title,label\ncaf\u00e9 cup,Caf\u00e9 Mug,L4\n".encode("latin-1"), "not valid UTF-8"),
+    ("truncated.csv", b"query,title,label\nred shoe,Red Shoe,L4\nblue hat,Blue", "truncated.csv:3: label: missing value"),
+    ("unclosed.csv", b'query,title,label\nred shoe,Red Shoe,L4\nblue hat,"Blue Hat', "malformed CSV"),
+    ("missing_title.csv", b"query,title,label\nred shoe,,L4\n", "missing_title.csv:2: title: missing value"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "message"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_one_clear_line_and_store_unchanged(ws, name, data, message):
+    run_cli("ingest", "-w", str(ws), str(write(ws / "good.csv", b"query,title,label\nmug,Blue Mug,L4\n")))
+    proc = run_cli("ingest", "-w", str(ws), str(write(ws / name, data)), check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert store_rows(ws, "SELECT count(*) FROM pairs") == [(1,)]
+    assert store_rows(ws, "SELECT count(*) FROM ingests") == [(1,)]
+
+
+def test_wrong_encoding_fixed_by_flag(ws):
+    path = write(ws / "latin1.csv", "query,title,label\ncaf\u00e9 cup,Caf\u00e9 Mug,L4\n".encode("latin-1"))
+    [report] = ingest_json(ws, str(path), "--encoding", "latin-1")
+    assert report["added"] == 1
+    assert store_rows(ws, "SELECT title FROM pairs") == [("Caf\u00e9 Mug",)]
+
+
+def test_duplicates_collapse_and_skip_bad_counts_rejects(ws):
+    rows = b"query,title,label\nmug,Blue Mug,L4\nmug,Blue Mug,L4\nMUG , blue  mug,L4\nmug,Blue Mug,L2\nhat,Hat,L9\n,Cap,L3\n"
+    [report] = ingest_json(ws, str(write(ws / "dups.csv", rows)), "--skip-bad")
+    assert (report["rows_read"], report["added"], report["duplicates"], report["conflicts"], report["rejected"]) == (6, 1, 3, 1, 2)
+    rejects = Path(report["rejects_path"]).read_text().splitlines()
+    assert rejects[0] == "row,field,reason,query,title,raw_label"
+    assert [r.split(",")[:2] for r in rejects[1:]] == [["6", "label"], ["7", "query"]]
+    assert store_rows(ws, "SELECT label FROM label_disagreements ORDER BY label") == [("L2",), ("L4",)]
+    assert store_rows(ws, "SELECT label FROM pairs") == [("L4",)]
+
+
+def test_parquet_and_jsonl_sources(ws):
+    import polars as pl
+
+    frame = pl.DataFrame({"q": ["mug", "hat"], "t": ["Blue Mug", "Red Hat"], "grade": [4, 1], "color": ["blue", "red"]})
+    frame.write_parquet(ws / "pairs.parquet")
+    frame.write_ndjson(ws / "pairs.jsonl")
+    mapping = "query=q,title=t,label=grade,attributes=color"
+    [pq] = ingest_json(ws, str(ws / "pairs.parquet"), "--scheme", "crowdflower", "--map", mapping, "--source", "pq")
+    [js] = ingest_json(ws, str(ws / "pairs.jsonl"), "--scheme", "crowdflower", "--map", mapping, "--source", "js")
+    assert pq["labels"] == js["labels"] == {"L4": 1, "L3": 0, "L2": 0, "L1": 1}
+    attrs = store_rows(ws, "SELECT DISTINCT attributes->>'color' FROM pairs ORDER BY 1")
+    assert attrs == [("blue",), ("red",)]
+
+
+def test_two_concurrent_writers(ws, shared_data):
+    esci = str(shared_data / "esci_sample/query_esci_lookup.csv")
+    cf = str(shared_data / "crowdflower/train_dev.csv")
+    procs = [
+        subprocess.Popen([*COTGEN, "ingest", "-w", str(ws), esci, "--scheme", "esci", "--json",
+                          "--map", "id=product_id,query=query,title=product_text,label=esci_label"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+        subprocess.Popen([*COTGEN, "ingest", "-w", str(ws), cf, "--scheme", "crowdflower", "--json", "--map", CROWDFLOWER_MAP],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert store_rows(ws, "SELECT count(*) FROM pairs") == [(99 + 7356,)]
+
+
+def test_locked_store_is_a_clear_message(ws):
+    config = ws / "cotgen.toml"
+    config.write_text(config.read_text().replace("lock_timeout_s = 30", "lock_timeout_s = 1"))
+    run_cli("ingest", "-w", str(ws), str(write(ws / "good.csv", b"query,title,label\nmug,Blue Mug,L4\n")))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb,sys,time; c=duckdb.connect({str(ws / 'store.duckdb')!r}); print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = run_cli("status", "-w", str(ws), check=False)
+        assert proc.returncode == 2
+        assert "in use by another cotgen process" in proc.stderr and f"process {holder.pid}" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        holder.kill()
