@@ -118,6 +118,25 @@ class StoreConfig(Section):
     lock_timeout_s: float = Field(default=30.0, ge=0)
 
 
+class TrainingConfig(Section):
+    """What the `train` and `eval` stages of `cotgen run` do, and CumPT's serving tiers.
+
+    `tiers` maps a scheme name to {tier: [grades]} (tiers best first); a scheme without an entry keeps one
+    tier per grade. The stage defaults are small so a CPU run finishes in minutes; real runs use the CLI.
+    """
+
+    tiers: dict[str, dict[str, list[str]]] = Field(
+        default_factory=lambda: {s: {"Good": ["L4", "L3"], "Mid": ["L2"], "Bad": ["L1"]} for s in ("taosr4", "crowdflower")}
+    )
+    trainer: Literal["sft", "dpo", "grpo"] = "sft"
+    model: str | None = None
+    max_steps: int = Field(default=10, ge=1)
+    lora: bool = False
+    eval_mode: Literal["auto", "generate", "label-prob"] = "auto"
+    eval_limit: int | None = Field(default=100, ge=1)
+    max_new_tokens: int = Field(default=256, ge=1)
+
+
 class CotgenConfig(Section):
     """Everything in cotgen.toml."""
 
@@ -130,6 +149,7 @@ class CotgenConfig(Section):
     curation: CurationConfig = Field(default_factory=CurationConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
 
     @field_validator("schemes", mode="before")
     @classmethod
