@@ -59,6 +59,11 @@ class IndexConfig(Section):
     kind: Literal["auto", "exact", "hnsw", "ivf"] = "auto"
     k: int = Field(default=5, ge=1)
     query_template: str = "query: {query} | item: {title} {attributes}"
+    # FAISS parameters by kind (hnsw: M, ef_construction, ef_search; ivf: nlist, nprobe); recorded in the manifest.
+    params: dict[str, int] = Field(default_factory=dict)
+    approx_above: int = Field(default=50_000, ge=0)  # kind "auto": exact up to this many documents, HNSW above
+    device: str = "auto"  # embedder device: auto | cpu | cuda | mps
+    batch_size: int = Field(default=64, ge=1)
 
 
 class BackendConfig(Section):

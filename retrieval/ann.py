@@ -1,0 +1,89 @@
+"""FAISS inner-product indexes: exact (flat), HNSW or IVF, with their parameters resolved and recorded.
+
+Vectors are unit-normalised, so inner product is cosine similarity.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import faiss
+import numpy as np
+
+from schemas.errors import CotgenError
+
+KINDS = ("exact", "hnsw", "ivf")
+APPROX_ABOVE = 50_000  # below this an exact scan is fast enough and has perfect recall
+DEFAULT_PARAMS: dict[str, dict[str, int]] = {
+    "exact": {},
+    "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 128},
+    "ivf": {"nlist": 0, "nprobe": 32},  # nlist 0 = about 4 * sqrt(n)
+}
+
+
+def choose_kind(kind: str, n: int, approx_above: int = APPROX_ABOVE, approx: str = "hnsw") -> str:
+    """`auto` means exact up to `approx_above` vectors and the approximate kind above it."""
+    if kind == "auto":
+        return approx if n > approx_above else "exact"
+    if kind not in KINDS:
+        raise CotgenError(f"index.kind: unknown index kind '{kind}' (auto, {', '.join(KINDS)})")
+    return kind
+
+
+def resolve_params(kind: str, n: int, overrides: dict[str, Any] | None = None) -> dict[str, int]:
+    """Default parameters for `kind`, updated by `overrides` (only keys that kind knows) and sized for n."""
+    defaults = DEFAULT_PARAMS[kind]
+    unknown = sorted(set(overrides or {}) - set(defaults))
+    if unknown:
+        known = ", ".join(defaults) or "none"
+        raise CotgenError(f"index.params: '{unknown[0]}' is not a parameter of a {kind} index (known: {known})")
+    params = {**defaults, **{k: int(v) for k, v in (overrides or {}).items()}}
+    if kind == "ivf":
+        # FAISS wants about 39 training points per list; keep tiny corpora trainable.
+        nlist = params["nlist"] or round(4 * math.sqrt(n))
+        params["nlist"] = max(1, min(nlist, n // 39 or 1))
+        params["nprobe"] = max(1, min(params["nprobe"], params["nlist"]))
+    return params
+
+
+def build_faiss(vectors: np.ndarray, kind: str, params: dict[str, int]) -> faiss.Index:
+    """An index of `kind` holding `vectors` (row i gets id i)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1]
+    if kind == "exact":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, params["M"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params["ef_construction"]
+    elif kind == "ivf":
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, params["nlist"], faiss.METRIC_INNER_PRODUCT)
+        index.cp.min_points_per_centroid = 1  # tiny corpora: train anyway instead of warning
+        index.train(vectors)
+    else:
+        raise CotgenError(f"unknown index kind '{kind}'")
+    index.add(vectors)
+    configure(index, kind, params)
+    return index
+
+
+def configure(index: faiss.Index, kind: str, params: dict[str, int]) -> None:
+    """Apply search-time parameters (efSearch, nprobe); they are not all kept in the FAISS file."""
+    if kind == "hnsw":
+        index.hnsw.efSearch = params["ef_search"]
+    elif kind == "ivf":
+        index.nprobe = params["nprobe"]
+
+
+def search_params(kind: str, params: dict[str, int], allowed: np.ndarray) -> faiss.SearchParameters:
+    """Per-call parameters restricting the search to ids in `allowed` (same efSearch/nprobe as the index)."""
+    selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+    if kind == "hnsw":
+        sp = faiss.SearchParametersHNSW(sel=selector, efSearch=params["ef_search"])
+    elif kind == "ivf":
+        sp = faiss.SearchParametersIVF(sel=selector, nprobe=params["nprobe"])
+    else:
+        sp = faiss.SearchParameters(sel=selector)
+    sp.keep_selector = selector  # the SWIG object does not own the selector; keep it alive with the params
+    return sp
