@@ -142,6 +142,38 @@ class TrainingConfig(Section):
     max_new_tokens: int = Field(default=256, ge=1)
 
 
+class ReviewConfig(Section):
+    """Annotator review: how items are shared out and which reason codes the keys offer.
+
+    `overlap` is the share of items given to two annotators (agreement, Cohen's kappa); `gold_fraction` the
+    share of each annotator's items drawn from pairs with a trusted label (`cotgen review gold`). Reason codes
+    map a code to its meaning; at most 9 each, so one digit key picks one.
+    """
+
+    overlap: float = Field(default=0.1, ge=0.0, le=1.0)
+    gold_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+    claim_expiry_minutes: float = Field(default=120.0, gt=0)
+    reject_reasons: dict[str, str] = Field(default_factory=lambda: {
+        "wrong_label": "The final label is wrong.",
+        "bad_reasoning": "A step's reasoning is wrong or does not support the label.",
+        "hallucination": "States facts that the query or item text does not support.",
+        "bad_format": "Steps missing, out of order or unreadable.",
+        "rule_misuse": "Applies a retrieved rule that does not fit, or ignores one that does.",
+    })
+    relabel_reasons: dict[str, str] = Field(default_factory=lambda: {
+        "gold_wrong": "The ingested label contradicts the guidelines.",
+        "ambiguous": "The query allows more than one reading; the label picks the likelier one.",
+        "guideline_change": "The guidelines changed since the label was given.",
+    })
+
+    @field_validator("reject_reasons", "relabel_reasons")
+    @classmethod
+    def _one_digit_each(cls, v: dict[str, str]) -> dict[str, str]:
+        if not 1 <= len(v) <= 9:
+            raise ValueError(f"give 1 to 9 reason codes (one digit key each), got {len(v)}")
+        return v
+
+
 class CotgenConfig(Section):
     """Everything in cotgen.toml."""
 
@@ -155,6 +187,7 @@ class CotgenConfig(Section):
     export: ExportConfig = Field(default_factory=ExportConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     @field_validator("schemes", mode="before")
     @classmethod
