@@ -1,0 +1,241 @@
+"""Bulk decisions in and out: `cotgen review import FILE.jsonl` and `cotgen review export`.
+
+An import is checked whole before anything is written (a bad line names its line and nothing lands), then
+goes through the same journal-then-store path as the interactive review, as one write-once journal file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from curation.review_log import (
+    STORE_BUSY,
+    check_annotator,
+    flush_into,
+    gated_store,
+    journal_dir,
+    utc_now,
+    write_import_journal,
+)
+from curation.store import Store
+from schemas.answer import parse_answer, render_answer
+from schemas.errors import CotgenError
+from schemas.labels import LabelScheme
+from schemas.review import Review, ReviewAction
+from schemas.workspace import Workspace
+
+SAMPLES_SQL = "SELECT sample_id, pair_id, json_array_length(steps) FROM samples WHERE sample_id IN (SELECT unnest(?::VARCHAR[]))"
+PAIRS_SQL = "SELECT pair_id, scheme FROM pairs WHERE pair_id IN (SELECT unnest(?::VARCHAR[]))"
+EXISTING_IDS_SQL = "SELECT review_id, action FROM reviews WHERE review_id IN (SELECT unnest(?::VARCHAR[]))"
+EXPORT_SQL = "SELECT * FROM {table} ORDER BY created_at, review_id"
+
+
+class ImportRecord(BaseModel):
+    """One line of an import file: a Review whose id, time and (given a sample) pair may be left out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    review_id: str | None = None
+    annotator: str
+    action: ReviewAction
+    pair_id: str | None = None
+    sample_id: str | None = None
+    step_index: int | None = None
+    step_correct: bool | None = None
+    reason: str = ""
+    new_label: str | None = None
+    edited_text: str | None = None
+    note: str = ""
+    seconds: float | None = None
+    created_at: datetime | None = None
+
+
+def normalize_edit(text: str, scheme: LabelScheme) -> str:
+    """A corrected answer in schemas.answer format (steps and `Label: X`), or ValueError saying what is wrong."""
+    parsed = parse_answer(text, scheme)
+    if parsed.status != "ok" or not parsed.consistent or parsed.label is None:
+        raise ValueError(parsed.reason or f"parse status {parsed.status}")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    order = "label_first" if first.strip().lower().startswith("label") else "cot_first"
+    return render_answer(parsed.steps, parsed.label, order)
+
+
+def _loc(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(line)"
+    return f"{key}: {first['msg']}"
+
+
+def read_records(path: Path) -> list[tuple[int, ImportRecord]]:
+    """(line number, record) for every non-blank line; the first malformed line is a one-line error."""
+    if not path.is_file():
+        raise CotgenError(f"{path}: no such file")
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CotgenError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(data, dict):
+                raise CotgenError(f"{path}:{n}: expected a JSON object, got {type(data).__name__}")
+            try:
+                out.append((n, ImportRecord.model_validate(data)))
+            except ValidationError as e:
+                raise CotgenError(f"{path}:{n}: {_loc(e)}") from None
+    if not out:
+        raise CotgenError(f"{path}: no records")
+    return out
+
+
+@dataclass
+class ImportContext:
+    """What validation looks up: the store's samples, pairs and reviews, the schemes and reason codes."""
+
+    samples: dict[str, tuple[str, int | None]]
+    pairs: dict[str, str]
+    existing: dict[str, str]
+    schemes: dict[str, LabelScheme]
+    reject_reasons: dict[str, str]
+    relabel_reasons: dict[str, str]
+
+
+def _lookup(store: Store, records: list[tuple[int, ImportRecord]], ws: Workspace) -> ImportContext:
+    sample_ids = sorted({r.sample_id for _, r in records if r.sample_id})
+    samples = {s: (p, k) for s, p, k in store.rows(SAMPLES_SQL, [sample_ids])}
+    pair_ids = sorted({r.pair_id for _, r in records if r.pair_id} | {p for p, _ in samples.values()})
+    pairs = dict(store.rows(PAIRS_SQL, [pair_ids]))
+    ids = sorted({r.review_id for _, r in records if r.review_id} | {r.reason for _, r in records if r.action == "undo"})
+    existing = dict(store.rows(EXISTING_IDS_SQL, [ids]))
+    return ImportContext(samples=samples, pairs=pairs, existing=existing,
+                         schemes={name: ws.config.scheme(name) for name in set(pairs.values())},
+                         reject_reasons=ws.config.review.reject_reasons,
+                         relabel_reasons=ws.config.review.relabel_reasons)
+
+
+def _check(r: ImportRecord, ctx: ImportContext, earlier: dict[str, str]) -> ImportRecord:
+    """The record with its pair filled in and its edit normalised; ValueError('field: reason') when wrong."""
+    try:
+        check_annotator(r.annotator)
+    except CotgenError as e:
+        raise ValueError(str(e)) from None
+    pair_id = r.pair_id
+    steps = None
+    if r.sample_id is not None:
+        if r.sample_id not in ctx.samples:
+            raise ValueError(f"sample_id: '{r.sample_id}' is not a sample in the store")
+        owner, steps = ctx.samples[r.sample_id]
+        if pair_id is not None and pair_id != owner:
+            raise ValueError(f"pair_id: '{pair_id}' but sample {r.sample_id} belongs to pair '{owner}'")
+        pair_id = owner
+    if pair_id is None:
+        raise ValueError("pair_id: give a pair_id or a sample_id")
+    if pair_id not in ctx.pairs:
+        raise ValueError(f"pair_id: '{pair_id}' is not a pair in the store")
+    scheme = ctx.schemes[ctx.pairs[pair_id]]
+    if r.action in ("accept", "reject", "edit", "step") and r.sample_id is None:
+        raise ValueError(f"sample_id: action '{r.action}' needs a sample")
+    updates: dict[str, object] = {"pair_id": pair_id}
+    if r.action == "reject" and r.reason not in ctx.reject_reasons:
+        raise ValueError(f"reason: '{r.reason}' is not a reject reason ({', '.join(ctx.reject_reasons)})")
+    if r.action == "relabel":
+        if r.new_label not in scheme.ids:
+            raise ValueError(f"new_label: '{r.new_label}' is not a grade of scheme {scheme.name} ({', '.join(scheme.ids)})")
+        if r.reason not in ctx.relabel_reasons:
+            raise ValueError(f"reason: '{r.reason}' is not a relabel reason ({', '.join(ctx.relabel_reasons)})")
+    if r.action == "edit":
+        if not r.edited_text:
+            raise ValueError("edited_text: an edit needs the full corrected answer")
+        try:
+            updates["edited_text"] = normalize_edit(r.edited_text, scheme)
+        except ValueError as e:
+            raise ValueError(f"edited_text: not a complete answer ({e})") from None
+    if r.action == "step":
+        if r.step_index is None or r.step_correct is None:
+            raise ValueError("step_index: a step mark needs step_index and step_correct")
+        if r.step_index < 0 or (steps is not None and r.step_index >= steps):
+            raise ValueError(f"step_index: {r.step_index} is outside the sample's {steps} steps (0-based)")
+    if r.action == "note" and not r.note.strip():
+        raise ValueError("note: empty note")
+    if r.action == "undo":
+        target = earlier.get(r.reason) or ctx.existing.get(r.reason)
+        if target is None or target == "undo":
+            raise ValueError(f"reason: an undo names the review_id it cancels; '{r.reason}' is no such decision")
+    return r.model_copy(update=updates)
+
+
+def _record_id(r: ImportRecord) -> str:
+    """Stable id for a record without one, so importing the same file twice adds nothing."""
+    canonical = json.dumps(r.model_dump(mode="json", exclude={"review_id", "created_at"}), sort_keys=True)
+    return "imp-" + hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def _utc(ts: datetime) -> datetime:
+    return ts.astimezone(timezone.utc).replace(tzinfo=None) if ts.tzinfo else ts
+
+
+def validate(store: Store, path: Path, records: list[tuple[int, ImportRecord]], ws: Workspace) -> list[Review]:
+    """Every record checked against the store before anything is written; the first bad one names its line."""
+    ctx = _lookup(store, records, ws)
+    base = utc_now()
+    out: list[Review] = []
+    earlier: dict[str, str] = {}
+    for i, (n, rec) in enumerate(records):
+        try:
+            r = _check(rec, ctx, earlier)
+        except ValueError as e:
+            raise CotgenError(f"{path}:{n}: {e}") from None
+        review_id = r.review_id or _record_id(r)
+        if review_id in earlier:
+            raise CotgenError(f"{path}:{n}: review_id: '{review_id}' appears twice in the file")
+        earlier[review_id] = r.action
+        # Lines without a time keep file order: a later line supersedes an earlier one.
+        created = _utc(r.created_at) if r.created_at else base + timedelta(microseconds=i)
+        out.append(Review.model_validate({**r.model_dump(), "review_id": review_id, "created_at": created}))
+    return out
+
+
+@dataclass
+class ImportReport:
+    path: str
+    records: int
+    inserted: int
+    already_present: int
+    journal: str | None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def import_reviews(ws: Workspace, path: Path) -> ImportReport:
+    """Validate the whole file, journal it as one write-once file, copy it into the store in one transaction."""
+    records = read_records(path)
+    try:
+        with gated_store(ws) as store:
+            reviews = validate(store, path, records, ws)
+            key = hashlib.sha256(b"".join(r.model_dump_json().encode() for r in reviews)).hexdigest()[:16]
+            before = len(store.rows(EXISTING_IDS_SQL, [[r.review_id for r in reviews]]))
+            journal = None
+            if before < len(reviews):
+                journal = write_import_journal(journal_dir(ws), reviews, key)
+            flush_into(store, journal_dir(ws))
+    except CotgenError as e:
+        if STORE_BUSY in str(e):
+            raise CotgenError(f"{path}: {e}; nothing was imported") from None
+        raise
+    return ImportReport(path=str(path), records=len(reviews), inserted=len(reviews) - before,
+                        already_present=before, journal=str(journal) if journal else None)
+
+
+def export_reviews(store: Store, live_only: bool = False) -> list[dict]:
+    """Every decision (or only the live ones), oldest first, as import-ready dicts."""
+    rows = store.query(EXPORT_SQL.format(table="live_reviews" if live_only else "reviews"))
+    return [json.loads(Review.model_validate(r).model_dump_json()) for r in rows]
