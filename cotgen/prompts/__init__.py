@@ -1,0 +1,1 @@
+"""Versioned Jinja2 prompt templates: NAME.vK.j2 with a `system` and a `user` block each."""
