@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 
 from curation.store import Store
 from schemas.config import ColumnMap, SourceConfig
@@ -25,65 +24,57 @@ from schemas.labels import LabelScheme
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _UTF8 = {"utf-8", "utf8", "utf-8-sig"}
 
-# Normalised text: lower-case, trimmed, inner whitespace collapsed. Pair ids hash it, so cosmetic
-# differences (case, spacing) between two files still give the same pair.
-_NORM = "regexp_replace(lower(trim({x})), '\\s+', ' ', 'g')"
+# Cleaning and normalisation run in polars (multi-threaded, streaming); DuckDB hashes the `_key` of
+# normalised fields. Normalised = lower-case, trimmed, inner whitespace collapsed, so cosmetic
+# differences between two files still give the same pair id.
+_WHITESPACE_RUN = r"\s\s+|[\t\n\r\f\v]"
 
-STAGE_SQL = """
-CREATE OR REPLACE TEMP TABLE staged AS
-WITH raw AS (
-    SELECT _row,
-           nullif(trim({query}), '') AS query,
-           nullif(trim({title}), '') AS title,
-           coalesce(trim({description}), '') AS description,
-           {attributes} AS attributes,
-           coalesce(trim(label_raw), '') AS raw_label,
-           {record_id} AS record_id
-    FROM read_parquet($staging)
-), mapped AS (
-    SELECT raw.*, coalesce(m.grade, b.grade) AS label, TRY_CAST(raw.raw_label AS DOUBLE) AS num
-    FROM raw
-    LEFT JOIN label_map m ON lower(raw.raw_label) = m.raw
-    LEFT JOIN label_bins b ON TRY_CAST(raw.raw_label AS DOUBLE) >= b.low
-        AND (TRY_CAST(raw.raw_label AS DOUBLE) < b.high OR (b.is_last AND TRY_CAST(raw.raw_label AS DOUBLE) = b.high))
-)
-SELECT *,
-    CASE WHEN query IS NULL THEN 'query' WHEN title IS NULL THEN 'title'
-         WHEN label IS NULL THEN 'label' END AS bad_field,
-    CASE WHEN query IS NULL OR title IS NULL OR raw_label = '' THEN 'missing value'
-         WHEN label IS NOT NULL THEN NULL
-         WHEN $binned AND num IS NULL THEN 'not a number: ''' || raw_label || ''''
+STAGED_VIEW_SQL = """
+CREATE OR REPLACE TEMP VIEW staged AS
+SELECT s.*, coalesce(m.grade, b.grade) AS label,
+       CASE WHEN s.query IS NULL THEN 'query' WHEN s.title IS NULL THEN 'title'
+            WHEN coalesce(m.grade, b.grade) IS NULL THEN 'label' END AS bad_field,
+       substr(md5({source} || chr(31) || s._key), 1, 16) AS pair_id,
+       substr(md5(s._nq), 1, 16) AS query_id
+FROM read_parquet({staging}) s
+LEFT JOIN label_map m ON lower(s.raw_label) = m.raw
+LEFT JOIN label_bins b ON TRY_CAST(s.raw_label AS DOUBLE) >= b.low
+    AND (TRY_CAST(s.raw_label AS DOUBLE) < b.high OR (b.is_last AND TRY_CAST(s.raw_label AS DOUBLE) = b.high))
+"""
+
+# The narrow per-row facts every later step needs, computed once.
+KEYS_SQL = "CREATE OR REPLACE TEMP TABLE keys AS SELECT _row, pair_id, label, raw_label, bad_field FROM staged"
+
+BAD_ROWS_SQL = """
+SELECT _row, bad_field,
+    CASE WHEN bad_field <> 'label' OR raw_label = '' THEN 'missing value'
+         WHEN $binned AND TRY_CAST(raw_label AS DOUBLE) IS NULL THEN 'not a number: ''' || raw_label || ''''
          WHEN $binned THEN raw_label || ' is outside the scheme''s range ' || $range
          ELSE 'unknown label ''' || raw_label || ''' for scheme ' || $scheme || ' (expected one of: ' || $expected || ')'
-    END AS reason,
-    substr(md5($source || chr(31) || record_id || chr(31) || {nq} || chr(31) || {nt} || chr(31) || {nd}), 1, 16) AS pair_id,
-    substr(md5({nq}), 1, 16) AS query_id
-FROM mapped
+    END AS reason, query, title, raw_label
+FROM staged WHERE _row IN (SELECT _row FROM keys WHERE bad_field IS NOT NULL)
 """
 
-FIRST_BAD_SQL = "SELECT _row, bad_field, reason FROM staged WHERE bad_field IS NOT NULL ORDER BY _row LIMIT 1"
-COUNT_SQL = "SELECT count(*), count(*) FILTER (WHERE bad_field IS NOT NULL) FROM staged"
-REJECTS_SQL = """
-COPY (SELECT _row AS row, bad_field AS field, reason, query, title, raw_label
-      FROM staged WHERE bad_field IS NOT NULL ORDER BY _row) TO '{path}' (HEADER, DELIMITER ',')
-"""
+COUNT_SQL = "SELECT count(*), count(*) FILTER (WHERE bad_field IS NOT NULL) FROM keys"
+FIRST_BAD_SQL = f"SELECT _row, bad_field, reason FROM ({BAD_ROWS_SQL}) ORDER BY _row LIMIT 1"
+REJECTS_SQL = (f"COPY (SELECT _row AS row, bad_field AS field, reason, query, title, raw_label FROM ({BAD_ROWS_SQL}) "
+               "ORDER BY _row) TO {path} (HEADER, DELIMITER ',')")
 
-# One row per pair: the first occurrence in the file wins; labels seen for it are counted.
-CANDIDATES_SQL = """
-CREATE OR REPLACE TEMP TABLE candidates AS
-SELECT pair_id, arg_min(query_id, _row) AS query_id, arg_min(query, _row) AS query, arg_min(title, _row) AS title,
-       arg_min(description, _row) AS description, arg_min(attributes, _row) AS attributes,
-       arg_min(raw_label, _row) AS raw_label, arg_min(label, _row) AS label, min(_row) AS source_row,
-       count(*) AS n_rows, count(DISTINCT label) AS n_labels
-FROM staged WHERE bad_field IS NULL GROUP BY pair_id
+# One row per pair: the first occurrence in the file wins. Only keys are aggregated, so memory grows
+# with the number of pairs, not with the size of their text.
+FIRSTS_SQL = """
+CREATE OR REPLACE TEMP TABLE firsts AS
+SELECT pair_id, min(_row) AS first_row, count(*) AS n_rows
+FROM keys WHERE bad_field IS NULL GROUP BY pair_id
 """
 
 INSERT_PAIRS_SQL = """
 INSERT INTO pairs (pair_id, source, query_id, query, title, description, attributes, raw_label, label, scheme,
                    ingest_id, source_row)
-SELECT c.pair_id, $source, c.query_id, c.query, c.title, c.description, c.attributes, c.raw_label, c.label,
-       $scheme, $ingest_id, c.source_row
-FROM candidates c ANTI JOIN pairs p ON p.pair_id = c.pair_id
+SELECT s.pair_id, $source, s.query_id, s.query, s.title, s.description, {attributes}, s.raw_label, s.label,
+       $scheme, $ingest_id, s._row
+FROM staged s SEMI JOIN firsts f ON f.first_row = s._row
+ANTI JOIN pairs p ON p.pair_id = s.pair_id
 """
 
 # A pair is in disagreement when this file, or this file and the store, give it more than one label.
@@ -91,9 +82,9 @@ DISAGREEMENTS_SQL = """
 INSERT INTO label_disagreements (pair_id, source, label, raw_label, n_rows, ingest_id)
 WITH seen AS (
     SELECT pair_id, label, arg_min(raw_label, _row) AS raw_label, count(*) AS n_rows
-    FROM staged WHERE bad_field IS NULL GROUP BY pair_id, label
+    FROM keys WHERE bad_field IS NULL GROUP BY pair_id, label
     UNION ALL
-    SELECT p.pair_id, p.label, p.raw_label, 0 FROM pairs p SEMI JOIN candidates c ON c.pair_id = p.pair_id
+    SELECT p.pair_id, p.label, p.raw_label, 0 FROM pairs p SEMI JOIN firsts f ON f.pair_id = p.pair_id
 ), conflicted AS (
     SELECT pair_id FROM seen GROUP BY pair_id HAVING count(DISTINCT label) > 1
 )
@@ -105,12 +96,13 @@ HAVING NOT EXISTS (SELECT 1 FROM label_disagreements d
 """
 
 SUMMARY_SQL = """
-SELECT (SELECT coalesce(sum(n_rows - 1), 0) FROM candidates) AS duplicates,
-       (SELECT count(*) FROM candidates c SEMI JOIN pairs p ON p.pair_id = c.pair_id) AS present_before
+SELECT (SELECT coalesce(sum(n_rows - 1), 0) FROM firsts) AS duplicates,
+       (SELECT count(*) FROM firsts f SEMI JOIN pairs p ON p.pair_id = f.pair_id) AS present_before
 """
 
 LABEL_COUNTS_SQL = "SELECT label, count(*) FROM pairs WHERE ingest_id = $ingest_id GROUP BY label"
 CONFLICTS_SQL = "SELECT count(DISTINCT pair_id) FROM label_disagreements WHERE ingest_id = $ingest_id"
+CLEANUP_SQL = "DROP VIEW IF EXISTS staged; DROP TABLE IF EXISTS keys; DROP TABLE IF EXISTS firsts"
 
 
 @dataclass
@@ -192,48 +184,68 @@ def _explain_polars(path: Path, err: Exception, fmt: str) -> CotgenError:
     return CotgenError(f"{path}: malformed {fmt.upper()} (a truncated line or an unclosed quote?): {msg}")
 
 
-def stage_to_parquet(path: Path, fmt: str, columns: ColumnMap, encoding: str, workdir: Path) -> Path:
-    """Project the mapped columns (as strings, with a row number) into a Parquet file for DuckDB."""
-    if fmt not in ("parquet",) and encoding.lower() not in _UTF8:
-        path_to_read = _transcode(path, encoding, workdir)
-    else:
-        path_to_read = path
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _html_unescape(values: pl.Series) -> pl.Series:
+    # Entity decoding has no vectorised equivalent; it runs only for sources with strip_html = true.
+    return pl.Series([html.unescape(v) if v and "&" in v else v for v in values.to_list()], dtype=pl.String)
+
+
+def _clean(column: str, strip_html: bool) -> pl.Expr:
+    expr = pl.col(column).cast(pl.String)
+    if strip_html:
+        expr = expr.str.replace_all(r"<[^>]*>", " ").map_batches(_html_unescape, return_dtype=pl.String)
+    return expr.str.strip_chars()
+
+
+def _normalise(expr: pl.Expr) -> pl.Expr:
+    # Matching only whitespace runs (and tabs, newlines) leaves most values untouched: far cheaper than
+    # rewriting every single space with a `\s+` pattern, with the same result.
+    return expr.fill_null("").str.to_lowercase().str.replace_all(_WHITESPACE_RUN, " ")
+
+
+def _projection(columns: ColumnMap, strip_html: bool) -> list[pl.Expr]:
+    """Canonical columns: cleaned text (empty query/title -> null), raw label, attributes, hash inputs."""
+    query = _clean(columns.query, strip_html)
+    title = _clean(columns.title, strip_html)
+    description = _clean(columns.description, strip_html).fill_null("") if columns.description else pl.lit("")
+    record_id = pl.col(columns.id).cast(pl.String).str.strip_chars().fill_null("") if columns.id else pl.lit("")
+    return [
+        pl.col("_row").cast(pl.Int64),
+        pl.when(query == "").then(None).otherwise(query).alias("query"),
+        pl.when(title == "").then(None).otherwise(title).alias("title"),
+        description.alias("description"),
+        pl.col(columns.label).cast(pl.String).str.strip_chars().fill_null("").alias("raw_label"),
+        *(pl.col(c).cast(pl.String).alias(f"attr__{c}") for c in columns.attributes),
+        _normalise(query).alias("_nq"),
+        pl.concat_str([record_id, _normalise(query), _normalise(title), _normalise(description)],
+                      separator="\x1f").alias("_key"),
+    ]
+
+
+def stage_to_parquet(path: Path, fmt: str, columns: ColumnMap, encoding: str, strip_html: bool, workdir: Path) -> Path:
+    """Clean the mapped columns (as strings, with a row number) into a Parquet file for DuckDB."""
+    needs_transcode = fmt != "parquet" and encoding.lower() not in _UTF8
+    path_to_read = _transcode(path, encoding, workdir) if needs_transcode else path
     staging = workdir / "staged.parquet"
     try:
         lf, first_row = _scan(path_to_read, fmt)
         present = lf.collect_schema().names()
-        wanted = {"query": columns.query, "title": columns.title, "label_raw": columns.label}
-        if columns.description:
-            wanted["description"] = columns.description
-        if columns.id:
-            wanted["record_id"] = columns.id
-        wanted.update({f"attr__{c}": c for c in columns.attributes})
-        missing = [c for c in wanted.values() if c not in present]
+        wanted = [columns.query, columns.title, columns.label, columns.description, columns.id, *columns.attributes]
+        missing = [c for c in wanted if c and c not in present]
         if missing:
             raise CotgenError(
                 f"{path}: missing column {', '.join(repr(c) for c in missing)} (the file has: {', '.join(present)}); "
                 "map columns with --map FIELD=COLUMN or [sources.columns]"
             )
-        lf = lf.with_row_index("_row", offset=first_row).select(
-            pl.col("_row").cast(pl.Int64), *(pl.col(src).cast(pl.String).alias(dst) for dst, src in wanted.items())
-        )
-        lf.sink_parquet(staging)
+        lf.with_row_index("_row", offset=first_row).select(_projection(columns, strip_html)).sink_parquet(staging)
     except CotgenError:
         raise
     except (pl.exceptions.PolarsError, OSError) as e:
         raise _explain_polars(path, e, fmt) from None
     return staging
-
-
-def _html_unescape(values: pa.Array) -> pa.Array:
-    # Entity decoding has no SQL equivalent; it runs only for sources with strip_html = true.
-    return pa.array([html.unescape(v) if v and "&" in v else v for v in values.to_pylist()], type=pa.string())
-
-
-def _text_expr(column: str, strip_html: bool) -> str:
-    if not strip_html:
-        return column
-    return f"cotgen_html_unescape(regexp_replace(regexp_replace({column}, '<[^>]*>', ' ', 'g'), '\\s+', ' ', 'g'))"
 
 
 def _prepare_label_tables(store: Store, scheme: LabelScheme) -> None:
@@ -247,18 +259,10 @@ def _prepare_label_tables(store: Store, scheme: LabelScheme) -> None:
                         [(b.low, b.high, b.grade, b.high == top) for b in scheme.bins])
 
 
-def _stage_sql(columns: ColumnMap, strip_html: bool) -> str:
-    description = "description" if columns.description else "NULL"
-    if columns.attributes:
-        attrs = "json_object(" + ", ".join(f"'{c}', \"attr__{c}\"" for c in columns.attributes) + ")"
-    else:
-        attrs = "NULL::JSON"
-    return STAGE_SQL.format(
-        query=_text_expr("query", strip_html), title=_text_expr("title", strip_html),
-        description=_text_expr(description, strip_html), attributes=attrs,
-        record_id="coalesce(trim(record_id), '')" if columns.id else "''",
-        nq=_NORM.format(x="query"), nt=_NORM.format(x="title"), nd=_NORM.format(x="description"),
-    )
+def _attributes_sql(columns: ColumnMap) -> str:
+    if not columns.attributes:
+        return "NULL::JSON"
+    return "json_object(" + ", ".join(f"{_sql_literal(c)}, s.\"attr__{c}\"" for c in columns.attributes) + ")"
 
 
 def file_sha256(path: Path) -> str:
@@ -280,51 +284,52 @@ def ingest(store: Store, source: SourceConfig, scheme: LabelScheme, *, skip_bad:
     fmt = detect_format(path, source.format)
     ingest_id = uuid.uuid4().hex[:12]
     con = store.con
-    if source.strip_html and not store.scalar(
-        "SELECT count(*) FROM duckdb_functions() WHERE function_name = 'cotgen_html_unescape'"
-    ):
-        con.create_function("cotgen_html_unescape", _html_unescape, ["VARCHAR"], "VARCHAR", type="arrow")
+    ranges = [b.low for b in scheme.bins] + [b.high for b in scheme.bins]
+    reason_params = {
+        "scheme": scheme.name, "binned": bool(scheme.bins),
+        "range": f"[{min(ranges):g}, {max(ranges):g}]" if ranges else "",
+        "expected": ", ".join(sorted(set(scheme.raw_lookup()))),
+    }
     with tempfile.TemporaryDirectory(prefix="cotgen-ingest-") as tmp:
-        staging = stage_to_parquet(path, fmt, source.columns, source.encoding, Path(tmp))
+        staging = stage_to_parquet(path, fmt, source.columns, source.encoding, source.strip_html, Path(tmp))
         _prepare_label_tables(store, scheme)
-        ranges = [b.low for b in scheme.bins] + [b.high for b in scheme.bins]
-        params = {
-            "staging": str(staging), "source": source.name, "scheme": scheme.name, "binned": bool(scheme.bins),
-            "range": f"[{min(ranges):g}, {max(ranges):g}]" if ranges else "",
-            "expected": ", ".join(sorted(set(scheme.raw_lookup()))),
-        }
-        con.execute(_stage_sql(source.columns, source.strip_html), params)
-    rows_read, n_bad = store.one(COUNT_SQL)
-    if rows_read == 0:
-        raise CotgenError(f"{path}: the file has a header but no rows")
-    rejects_path = None
-    if n_bad and not skip_bad:
-        row, bad_field, reason = store.one(FIRST_BAD_SQL)
-        more = f" ({n_bad - 1} more bad rows; --skip-bad sends them to a rejects file)" if n_bad > 1 else ""
-        raise CotgenError(f"{path}:{row}: {bad_field}: {reason}{more}")
-    if n_bad:
-        rejects_dir = rejects_dir or path.parent
-        rejects_dir.mkdir(parents=True, exist_ok=True)
-        rejects_path = rejects_dir / f"{source.name}-{ingest_id}.rejects.csv"
-        con.execute(REJECTS_SQL.format(path=str(rejects_path).replace("'", "''")))
-    sha = file_sha256(path)
-    with store.transaction():
-        con.execute(CANDIDATES_SQL)
-        duplicates, present_before = store.one(SUMMARY_SQL)
-        con.execute(DISAGREEMENTS_SQL, {"source": source.name, "ingest_id": ingest_id})
-        con.execute(INSERT_PAIRS_SQL, {"source": source.name, "scheme": scheme.name, "ingest_id": ingest_id})
-        labels = dict(store.rows(LABEL_COUNTS_SQL, {"ingest_id": ingest_id}))
-        conflicts = store.scalar(CONFLICTS_SQL, {"ingest_id": ingest_id})
-        report = IngestReport(
-            ingest_id=ingest_id, source=source.name, path=str(path), scheme=scheme.name, rows_read=rows_read,
-            added=sum(labels.values()), already_present=present_before, duplicates=duplicates,
-            conflicts=conflicts, rejected=n_bad, rejects_path=str(rejects_path) if rejects_path else None,
-            labels={g: labels.get(g, 0) for g in scheme.ids},
-        )
-        con.execute(
-            "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
-            [ingest_id, source.name, str(path.resolve()), sha, scheme.name, rows_read, report.added,
-             present_before, duplicates, conflicts, n_bad],
-        )
-    con.execute("DROP TABLE IF EXISTS staged; DROP TABLE IF EXISTS candidates")
+        con.execute(STAGED_VIEW_SQL.format(source=_sql_literal(source.name), staging=_sql_literal(str(staging))))
+        try:
+            con.execute(KEYS_SQL)
+            rows_read, n_bad = store.one(COUNT_SQL)
+            if rows_read == 0:
+                raise CotgenError(f"{path}: the file has a header but no rows")
+            rejects_path = None
+            if n_bad and not skip_bad:
+                row, bad_field, reason = store.one(FIRST_BAD_SQL, reason_params)
+                more = f" ({n_bad - 1} more bad rows; --skip-bad sends them to a rejects file)" if n_bad > 1 else ""
+                raise CotgenError(f"{path}:{row}: {bad_field}: {reason}{more}")
+            if n_bad:
+                rejects_dir = rejects_dir or path.parent
+                rejects_dir.mkdir(parents=True, exist_ok=True)
+                rejects_path = rejects_dir / f"{source.name}-{ingest_id}.rejects.csv"
+                con.execute(REJECTS_SQL.format(path=_sql_literal(str(rejects_path))), reason_params)
+            sha = file_sha256(path)
+            ids = {"source": source.name, "ingest_id": ingest_id}
+            with store.transaction():
+                con.execute(FIRSTS_SQL)
+                duplicates, present_before = store.one(SUMMARY_SQL)
+                con.execute(DISAGREEMENTS_SQL, ids)
+                con.execute(INSERT_PAIRS_SQL.format(attributes=_attributes_sql(source.columns)),
+                            {**ids, "scheme": scheme.name})
+                labels = dict(store.rows(LABEL_COUNTS_SQL, {"ingest_id": ingest_id}))
+                conflicts = store.scalar(CONFLICTS_SQL, {"ingest_id": ingest_id})
+                report = IngestReport(
+                    ingest_id=ingest_id, source=source.name, path=str(path), scheme=scheme.name, rows_read=rows_read,
+                    added=sum(labels.values()), already_present=present_before, duplicates=duplicates,
+                    conflicts=conflicts, rejected=n_bad, rejects_path=str(rejects_path) if rejects_path else None,
+                    labels={g: labels.get(g, 0) for g in scheme.ids},
+                )
+                con.execute(
+                    "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
+                    [ingest_id, source.name, str(path.resolve()), sha, scheme.name, rows_read, report.added,
+                     present_before, duplicates, conflicts, n_bad],
+                )
+        finally:
+            con.execute(CLEANUP_SQL)
     return report

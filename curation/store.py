@@ -41,12 +41,14 @@ def _lock_holder(err: Exception) -> str:
 class Store:
     """One open connection to the store; use as a context manager so the lock is released."""
 
-    def __init__(self, path: Path, *, read_only: bool = False, lock_timeout_s: float = 30.0):
+    def __init__(self, path: Path, *, read_only: bool = False, lock_timeout_s: float = 30.0,
+                 memory_limit: str | None = None):
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
             raise CotgenError(f"{self.path}: no store yet; run `cotgen ingest` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.config = {"memory_limit": memory_limit} if memory_limit else {}
         self.con = self._connect(lock_timeout_s)
         if not read_only:
             self.migrate()
@@ -56,7 +58,7 @@ class Store:
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=self.read_only)
+                return duckdb.connect(str(self.path), read_only=self.read_only, config=self.config)
             except duckdb.Error as e:
                 if not _is_lock_error(e):
                     raise CotgenError(f"{self.path}: cannot open the store: {e}") from None
@@ -135,4 +137,6 @@ class Store:
 
 def open_store(workspace: Workspace, *, read_only: bool = False) -> Store:
     """The workspace's store, waiting up to store.lock_timeout_s for another process's lock."""
-    return Store(workspace.store_path, read_only=read_only, lock_timeout_s=workspace.config.store.lock_timeout_s)
+    cfg = workspace.config.store
+    return Store(workspace.store_path, read_only=read_only, lock_timeout_s=cfg.lock_timeout_s,
+                 memory_limit=cfg.memory_limit)

@@ -121,6 +121,8 @@ class PipelineConfig(Section):
 class StoreConfig(Section):
     path: str = "store.duckdb"
     lock_timeout_s: float = Field(default=30.0, ge=0)
+    # DuckDB spills to disk beyond this, so big ingests and selections stay flat in memory.
+    memory_limit: str = "1GB"
 
 
 class TrainingConfig(Section):
