@@ -1,0 +1,134 @@
+"""Small exported dataset versions in the export layout, built from real CrowdFlower pairs.
+
+Used by the training tests and bench/quality.py. Answers are rendered with schemas.answer.render_answer;
+the reasoning is a short template written from the gold label (no teacher CoT offline).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict
+
+from schemas.answer import AnswerOrder, render_answer
+from schemas.labels import BUILTIN_SCHEMES, LabelScheme
+from schemas.sample import Step
+
+SCHEME = BUILTIN_SCHEMES["crowdflower"]
+SPLITS = ("train", "validation", "test")
+SYSTEM = (
+    "You judge how relevant a product is to an e-commerce search query. Grades, best first:\n{grades}\n"
+    "Answer with `Label: <grade id>` on the first line, then five numbered steps: query understanding, "
+    "item understanding, category matching, attribute matching, relevance judgement."
+)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def crowdflower_pairs(csv_path: Path, limit: int | None = None, seed: int = 0) -> list[dict]:
+    """CrowdFlower rows as pairs (query, title, description, label L1..L4), in a seeded order."""
+    with csv_path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    random.Random(seed).shuffle(rows)
+    pairs = []
+    for row in rows[:limit] if limit else rows:
+        pairs.append({
+            "pair_id": hashlib.sha1(f"crowdflower:{row['id']}".encode()).hexdigest()[:16],
+            "query_id": hashlib.sha1(row["query"].strip().lower().encode()).hexdigest()[:16],
+            "query": row["query"].strip(),
+            "title": row["product_title"].strip(),
+            "description": " ".join(_TAG.sub(" ", row["product_description"]).split())[:300],
+            "label": SCHEME.map_raw(row["median_relevance"]),
+        })
+    return pairs
+
+
+def split_by_query(pairs: list[dict], seed: int = 0, fractions: tuple[float, float] = (0.8, 0.1)) -> dict[str, list[dict]]:
+    """Train/validation/test with no query in two splits."""
+    queries = sorted({p["query_id"] for p in pairs})
+    random.Random(seed).shuffle(queries)
+    cut1, cut2 = round(len(queries) * fractions[0]), round(len(queries) * (fractions[0] + fractions[1]))
+    where = {q: "train" if i < cut1 else "validation" if i < cut2 else "test" for i, q in enumerate(queries)}
+    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for p in pairs:
+        out[where[p["query_id"]]].append(p)
+    return out
+
+
+def prompt_messages(pair: dict, scheme: LabelScheme = SCHEME) -> list[dict]:
+    grades = "\n".join(f"{g.id} {g.name}: {g.meaning}" for g in scheme.grades)
+    item = pair["title"] + (f"\nDescription: {pair['description']}" if pair["description"] else "")
+    return [
+        {"role": "system", "content": SYSTEM.format(grades=grades)},
+        {"role": "user", "content": f"Query: {pair['query']}\nItem: {item}"},
+    ]
+
+
+def template_steps(pair: dict, label: str, scheme: LabelScheme = SCHEME) -> list[Step]:
+    """Five short steps that argue for `label` (template text, not a teacher's reasoning)."""
+    grade = scheme.grade(label)
+    return [
+        Step(name="query_understanding", text=f"The user searches for \"{pair['query']}\"."),
+        Step(name="item_understanding", text=f"The item is \"{pair['title'][:80]}\"."),
+        Step(name="category_matching", text="The category fits the query." if scheme.is_relevant(label)
+             else "The category does not fit the query."),
+        Step(name="attribute_matching", text=grade.meaning),
+        Step(name="relevance_judgement", text=f"{grade.name}, so the grade is {label}."),
+    ]
+
+
+def answer(pair: dict, label: str, order: AnswerOrder, scheme: LabelScheme = SCHEME) -> str:
+    return render_answer(template_steps(pair, label, scheme), label, order)
+
+
+def wrong_label(label: str, scheme: LabelScheme = SCHEME) -> str:
+    ids = scheme.ids
+    return ids[(ids.index(label) + 2) % len(ids)]
+
+
+def _rows(kind: str, pairs: list[dict], order: AnswerOrder, scheme: LabelScheme) -> dict[str, list]:
+    rows: dict[str, list] = defaultdict(list)
+    for p in pairs:
+        prompt = prompt_messages(p, scheme)
+        good = answer(p, p["label"], order, scheme)
+        bad = answer(p, wrong_label(p["label"], scheme), order, scheme)
+        common = {"prompt": prompt, "pair_id": p["pair_id"]}
+        if kind == "sft":
+            row = {**common, "completion": [{"role": "assistant", "content": good}], "query_id": p["query_id"],
+                   "label": p["label"], "stage": 1, "reasoning_content": good}
+        elif kind == "dpo":
+            row = {**common, "chosen": [{"role": "assistant", "content": good}],
+                   "rejected": [{"role": "assistant", "content": bad}], "label": p["label"]}
+        elif kind == "grpo":
+            row = {**common, "label": p["label"], "difficulty": "medium", "scheme": scheme.name, "stage": 1}
+        else:
+            steps = [f"{i}. {s.name.replace('_', ' ').capitalize()}: {s.text}"
+                     for i, s in enumerate(template_steps(p, wrong_label(p["label"], scheme), scheme), start=1)]
+            row = {**common, "completions": steps, "labels": [True, True, False, False, False]}
+        for k, v in row.items():
+            rows[k].append(v)
+    return rows
+
+
+def write_export(datasets_dir: Path, name: str, splits: dict[str, list[dict]], order: AnswerOrder = "label_first",
+                 kinds: tuple[str, ...] = ("sft", "dpo", "grpo", "steps"), version: int = 1,
+                 scheme: LabelScheme = SCHEME) -> Path:
+    """datasets/NAME/vK/{manifest.json, <kind>/} exactly as `cotgen export` lays a version out."""
+    root = datasets_dir / name / f"v{version}"
+    root.mkdir(parents=True, exist_ok=True)
+    for kind in kinds:
+        DatasetDict({s: Dataset.from_dict(_rows(kind, splits[s], order, scheme)) for s in SPLITS}).save_to_disk(
+            str(root / kind))
+    digest = hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()
+    manifest = {
+        "name": name, "version": version, "content_hash": digest, "parent": None, "format": order,
+        "scheme": scheme.model_dump(), "kinds": list(kinds),
+        "counts": {k: {s: len(splits[s]) for s in SPLITS} for k in kinds},
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return root

@@ -1,0 +1,135 @@
+"""What the three trainers share: model loading, LoRA, resuming, the final save and the run manifest."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import get_last_checkpoint
+from trl.trainer.callbacks import RichProgressCallback
+
+from schemas.errors import CotgenError
+from schemas.models import resolve_model
+from training.configs import TrainConfig
+from training.data import ExportedVersion
+from training.manifest import read_run_manifest, write_run_manifest
+from training.trl_args import precision
+
+ADAPTER_DIR = "adapter"
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    global_step: int
+    resumed_from: str | None
+    train_metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output_dir": str(self.output_dir), "global_step": self.global_step,
+                "resumed_from": self.resumed_from, "train_metrics": self.train_metrics}
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise CotgenError(f"model '{path}': its tokenizer has no chat template; training needs an instruct/chat model")
+    return tokenizer
+
+
+def model_init_kwargs() -> dict[str, Any]:
+    """Weights in bf16 on a bf16-capable GPU, fp32 on CPU."""
+    return {"dtype": torch.bfloat16 if precision()["bf16"] else torch.float32}
+
+
+def lora_config(cfg: TrainConfig) -> Any:
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+
+
+def _check_same_data(output_dir: Path, trainer: str, version: ExportedVersion) -> None:
+    previous = read_run_manifest(output_dir)
+    if previous is None:
+        return
+    same = previous.get("trainer") == trainer and previous.get("dataset", {}).get("content_hash") == version.content_hash
+    if not same:
+        was = previous.get("dataset", {})
+        raise CotgenError(
+            f"{output_dir}: holds a {previous.get('trainer')} run on {was.get('name')}@v{was.get('version')}; "
+            f"resuming it with {trainer} on {version.name}@v{version.version} would mix runs; pick another --output"
+        )
+
+
+def _save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, output_dir: Path, lora: bool) -> None:
+    """A plain checkpoint in output_dir that any loader (eval, `generate --role policy`) can use; LoRA is merged."""
+    main = trainer.is_world_process_zero()
+    if not lora:
+        trainer.save_model(str(output_dir))  # every rank calls it: under DeepSpeed/FSDP it gathers the shards
+    elif main:
+        trainer.model.save_pretrained(output_dir / ADAPTER_DIR)
+        trainer.model.merge_and_unload().save_pretrained(output_dir)
+    if main:
+        tokenizer.save_pretrained(output_dir)
+
+
+BuildTrainer = Callable[[str, PreTrainedTokenizerBase, Any], Trainer]
+
+
+def run_training(kind: str, version: ExportedVersion, model_ref: str, output_dir: Path, cfg: TrainConfig,
+                 build: BuildTrainer, extra: dict[str, Any] | None = None, progress: bool = False) -> RunResult:
+    """Build a trainer, resume from the last checkpoint in output_dir if any, train, save, write the manifest."""
+    _check_same_data(output_dir, kind, version)
+    model_path = resolve_model(model_ref)
+    tokenizer = load_tokenizer(model_path)
+    manifest = {
+        "trainer": kind,
+        "dataset": version.lineage(),
+        "scheme_definition": version.scheme.model_dump(),
+        "base_model": {"ref": model_ref, "path": model_path},
+        "config": cfg.to_dict(),
+        **(extra or {}),
+        "toolkit_version": _version("cotgen"),
+        "versions": {p: _version(p) for p in ("trl", "transformers", "torch", "peft", "datasets")},
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "precision": "bf16" if precision()["bf16"] else "fp32",
+        "python": platform.python_version(),
+        "status": "running",
+        "started_at": _now(),
+    }
+    write_run_manifest(output_dir, manifest)
+    trainer = build(model_path, tokenizer, lora_config(cfg))
+    if progress:
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(RichProgressCallback())
+    resume = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    output = trainer.train(resume_from_checkpoint=resume)
+    _save_final(trainer, tokenizer, output_dir, cfg.lora)
+    metrics = {k: float(v) for k, v in output.metrics.items() if isinstance(v, int | float)}
+    result = RunResult(output_dir, trainer.state.global_step, resume, metrics)
+    write_run_manifest(output_dir, {**manifest, "status": "finished", "finished_at": _now(), **result.to_dict()})
+    return result
