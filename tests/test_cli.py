@@ -1,0 +1,60 @@
+"""The CLI as a user meets it: init, help, models, clear errors."""
+
+import json
+from pathlib import Path
+
+from schemas.models import resolve_model
+
+
+def test_init_refuses_to_overwrite(cli, tmp_path: Path):
+    cli("init", str(tmp_path / "ws"))
+    proc = cli("init", str(tmp_path / "ws"), check=False)
+    assert proc.returncode == 2 and "already exists; pass --force" in proc.stderr
+    cli("init", str(tmp_path / "ws"), "--force")
+
+
+def test_example_workspace_status(cli, example_workspace: Path):
+    status = json.loads(cli("status", "-w", str(example_workspace), "--json").stdout)
+    assert status["total_pairs"] == 48
+    assert {r["label"] for r in status["pairs"]} == {"L1", "L2", "L3", "L4"}
+
+
+def test_missing_workspace_is_a_clear_error(cli, tmp_path: Path):
+    proc = cli("status", "-w", str(tmp_path / "nowhere"), check=False)
+    assert proc.returncode == 2
+    assert "cotgen.toml: no such file; run `cotgen init`" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_names_the_key(cli, tmp_path: Path):
+    cli("init", str(tmp_path / "ws"))
+    config = tmp_path / "ws" / "cotgen.toml"
+    config.write_text(config.read_text().replace("n = 4", "n = 'four'"))
+    proc = cli("status", "-w", str(tmp_path / "ws"), check=False)
+    assert proc.returncode == 2 and "policy.n: Input should be a valid integer" in proc.stderr
+
+
+def test_help_lists_every_area(cli):
+    out = cli("--help").stdout
+    for command in ("init", "ingest", "status", "run", "models"):
+        assert command in out
+
+
+def test_bundled_models_resolve_offline(smollm2_path):
+    assert (Path(smollm2_path) / "config.json").exists()
+    assert "quantization_config" not in json.loads((Path(smollm2_path) / "config.json").read_text())
+    minilm = Path(resolve_model("bundled:all-minilm-l6-v2"))
+    assert (minilm / "modules.json").exists()
+
+
+def test_unknown_model_fails_fast(tmp_path: Path):
+    import pytest
+
+    from schemas.errors import CotgenError
+
+    with pytest.raises(CotgenError, match="not in the Hugging Face cache; this toolkit does not download"):
+        resolve_model("some-org/some-model")
+    with pytest.raises(CotgenError, match="does not exist"):
+        resolve_model(str(tmp_path / "no-such-dir"))
+    with pytest.raises(CotgenError, match="unknown bundled model"):
+        resolve_model("bundled:gpt-5")
