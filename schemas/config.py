@@ -88,15 +88,33 @@ class BackendConfig(Section):
 
 
 class DifficultyBins(Section):
-    """TaoSR1's difficulty from the correct count c of n samples."""
+    """TaoSR1's difficulty from the correct count c of n samples.
+
+    unsolved: c = 0; easy: c >= easy * n; hard: 0 < c <= gamma * n; medium: the rest (checked in that order).
+    """
 
     gamma: float = Field(default=0.5, gt=0.0, le=1.0)
+    easy: float = Field(default=1.0, gt=0.0, le=1.0)
 
 
 class CurationConfig(Section):
+    """Which samples become training rows (TaoSR1 / TaoSR-SHE selection knobs)."""
+
     seed: int = 0
     difficulty: DifficultyBins = Field(default_factory=DifficultyBins)
     split: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+    teacher_runs: list[str] = Field(default_factory=list, description="teacher run names for SFT; empty: all")
+    policy_run: str | None = Field(default=None, description="policy run for DPO/GRPO; unset: the latest")
+    sft_per_pair: int = Field(default=1, ge=1)
+    sft_min_chars: int = Field(default=0, ge=0)
+    sft_max_chars: int = Field(default=8000, ge=1)
+    dpo_per_pair: int = Field(default=2, ge=1)
+    dpo_teacher_fallback: bool = True
+    grpo_balance: float | None = Field(default=1.0, ge=1.0, description="cap per label, x the rarest; unset: no cap")
+    diversity_threshold: float | None = Field(default=None, gt=0.0, le=1.0, description="cosine; unset: off")
+    diversity_scope: Literal["pair", "global"] = "pair"
+    curriculum: list[Literal["easy", "medium", "hard", "unsolved"]] = Field(
+        default_factory=lambda: ["easy", "medium", "hard", "unsolved"])
 
     @field_validator("split")
     @classmethod
@@ -110,6 +128,7 @@ class ExportConfig(Section):
     name: str = "relevance"
     kinds: list[Literal["sft", "dpo", "grpo", "steps"]] = Field(default_factory=lambda: ["sft", "dpo", "grpo"])
     format: Literal["label_first", "cot_first"] = "label_first"
+    sources: list[str] = Field(default_factory=list, description="only pairs from these sources; empty: all")
 
 
 class PipelineConfig(Section):

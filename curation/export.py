@@ -1,0 +1,326 @@
+"""Versioned Hugging Face export: datasets/NAME/vK/ with a DatasetDict per kind, Parquet, manifest and card.
+
+The store is read once (read-only, released before any file is written); the version is written beside
+its final place and renamed in one step, so an interrupted export leaves no version. Same rows, same
+content hash: no new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.datasets import MANIFEST, SPLITS_FILE, latest_version, read_manifest, register_versions
+from curation.export_card import render_card
+from curation.select_dpo import select_dpo
+from curation.select_grpo import select_grpo
+from curation.select_sft import select_sft
+from curation.select_steps import select_steps
+from curation.selection import Embed, SelectionContext, open_selection, registered
+from curation.splits import assign_splits
+from curation.stats import load_queries
+from curation.stats import query as stats_query
+from curation.store import Store, open_store
+from schemas.answer import LABEL_LINE, STEP_TITLES, AnswerOrder
+from schemas.errors import CotgenError
+from schemas.pair import Pair
+from schemas.workspace import Workspace
+
+KINDS = ("sft", "dpo", "grpo", "steps")
+SELECTORS: dict[str, Callable[[SelectionContext], dict[str, Any]]] = {
+    "sft": select_sft, "dpo": select_dpo, "grpo": select_grpo, "steps": select_steps,
+}
+RenderPrompt = Callable[[Pair], list[dict]]
+Progress = Callable[[str], None]
+PROMPT_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+PROMPT_BATCH = 100_000
+
+
+def query(name: str) -> str:
+    return load_queries("export.sql")[name]
+
+
+@dataclass
+class ExportResult:
+    name: str
+    version: int | None
+    path: Path | None
+    created: bool
+    content_hash: str
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "path": str(self.path) if self.path else None,
+                "created": self.created, "content_hash": self.content_hash, "counts": self.counts,
+                "selection": self.selection}
+
+
+@dataclass
+class Selected:
+    """Everything read from the store for one export; the store is closed once this exists."""
+
+    tables: dict[str, pa.Table]
+    selection: dict[str, Any]
+    splits: pa.Table
+    scheme_names: list[str]
+    runs: list[dict[str, Any]]
+    pass_at_k: dict[str, float]
+    prompt_hash: str
+    prompt_renderer: str
+
+
+def _pair(row: dict[str, Any]) -> Pair:
+    attributes = json.loads(row["attributes"]) if row["attributes"] else {}
+    return Pair.model_construct(
+        pair_id=row["pair_id"], source=row["source"], query=row["query"], title=row["title"],
+        description=row["description"] or "", attributes={str(k): str(v) for k, v in attributes.items()},
+        label=row["label"], raw_label=row["raw_label"], scheme=row["scheme"], query_id=row["query_id"])
+
+
+def _checked(messages: object, pair_id: str) -> list[dict[str, str]]:
+    ok = isinstance(messages, list) and messages and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)
+    if not ok:
+        raise CotgenError(f"policy prompt for pair {pair_id}: expected a non-empty list of {{role, content}} messages")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _render_prompts(store: Store, render: RenderPrompt) -> None:
+    """The policy prompt of every exported pair (rendered once per pair) into temp table `prompts`."""
+    pairs = store.con.sql(query("prompt_pairs")).to_arrow_table()
+    ids: list[str] = []
+    prompts: list[list[dict[str, str]]] = []
+    for batch in pairs.to_batches(PROMPT_BATCH):
+        for row in batch.to_pylist():
+            ids.append(row["pair_id"])
+            prompts.append(_checked(render(_pair(row)), row["pair_id"]))
+    table = pa.table({"pair_id": pa.array(ids, pa.string()), "prompt": pa.array(prompts, PROMPT_TYPE)})
+    with registered(store, "prompts_arrow", table):
+        store.con.execute(query("create_prompts"))
+
+
+def _check_schemes(ws: Workspace, names: list[str]) -> None:
+    """One dataset, one set of grades: schemes that differ in grade ids cannot share a `label` column."""
+    grades = {n: ws.config.scheme(n).ids for n in names}
+    if len({tuple(g) for g in grades.values()}) > 1:
+        listed = "; ".join(f"{n}: {', '.join(g)}" for n, g in grades.items())
+        raise CotgenError(f"export: the pairs use label schemes with different grades ({listed}); "
+                          "pick sources with one scheme in [export].sources")
+
+
+def _run_record(run: Any) -> dict[str, Any]:
+    return {"run_id": run.run_id, "name": run.name, "role": run.role, "model": run.model, "backend": run.backend,
+            "prompt_name": run.prompt_name, "prompt_hash": run.prompt_hash}
+
+
+def select_rows(ws: Workspace, store: Store, kinds: list[str], order: AnswerOrder, sources: list[str],
+                render: RenderPrompt, embed: Embed | None, previous_splits: pa.Table | None, version: int,
+                progress: Progress) -> Selected:
+    """Run the selections for `kinds` and assemble the final rows (prompts, splits) as Arrow tables."""
+    ctx = open_selection(store, ws.config, order, sources, embed)
+    selection = {}
+    for kind in kinds:
+        progress(f"selecting {kind}")
+        selection[kind] = SELECTORS[kind](ctx)
+    store.con.execute(query("export_pairs").format(union=" UNION ".join(f"SELECT pair_id FROM rows_{k}" for k in kinds)))
+    scheme_names = [name for name, _n in store.rows(query("schemes"))]
+    _check_schemes(ws, scheme_names)
+    progress("splitting by query")
+    splits = assign_splits(store, ws.config.curation.seed, ws.config.curation.split, previous_splits, version)
+    progress("rendering policy prompts")
+    _render_prompts(store, render)
+    progress("assembling rows")
+    tables = {kind: store.con.sql(query(f"final_{kind}")).to_arrow_table() for kind in kinds}
+    pass_at_k = {str(k): float(v) for _run, k, v, _pairs in store.rows(stats_query("run_pass_at_k"))}
+    prompt_hash = store.scalar(query("table_hash").format(table="(SELECT prompt FROM prompts)"))
+    return Selected(tables=tables, selection=selection, splits=splits, scheme_names=scheme_names,
+                    runs=[_run_record(r) for r in ctx.runs], pass_at_k=pass_at_k, prompt_hash=prompt_hash,
+                    prompt_renderer=f"{getattr(render, '__module__', '?')}.{getattr(render, '__qualname__', repr(render))}")
+
+
+def table_hashes(tables: dict[str, pa.Table]) -> dict[str, str]:
+    """Per-table content hash: sorted row hashes, so it depends on the rows (split included) alone."""
+    con = duckdb.connect()
+    try:
+        out = {}
+        for kind, table in tables.items():
+            con.register("export_rows", table)
+            out[kind] = con.execute(query("table_hash").format(table="export_rows")).fetchall()[0][0]
+            con.unregister("export_rows")
+        return out
+    finally:
+        con.close()
+
+
+def content_hash(kind_hashes: dict[str, str]) -> str:
+    lines = "\n".join(f"{kind}:{h}" for kind, h in sorted(kind_hashes.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def split_names(fractions: dict[str, float], tables: dict[str, pa.Table]) -> list[str]:
+    """The configured splits, plus any an earlier version pinned queries to under another name."""
+    extra = {s for t in tables.values() for s in pc.unique(t["split"]).to_pylist()} - set(fractions)
+    return [*fractions, *sorted(extra)]
+
+
+def _write_kind(folder: Path, kind: str, table: pa.Table, splits: list[str]) -> dict[str, int]:
+    """One kind: a DatasetDict via save_to_disk under <kind>/ and one Parquet file per split under data/<kind>/."""
+    import datasets
+    from datasets.table import InMemoryTable
+
+    parts = {s: table.filter(pc.equal(table["split"], s)).drop_columns(["split"]) for s in splits}
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # our own progress display is running
+    try:
+        dd = datasets.DatasetDict({s: datasets.Dataset(InMemoryTable(t)) for s, t in parts.items()})
+        dd.save_to_disk(str(folder / kind))
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+    data = folder / "data" / kind
+    data.mkdir(parents=True, exist_ok=True)
+    for s, t in parts.items():
+        pq.write_table(t, data / f"{s}.parquet")
+    return {s: t.num_rows for s, t in parts.items()}
+
+
+def _stale_temp_dirs(root: Path) -> list[Path]:
+    """Leftovers of exports that were killed: temp dirs whose writing process is gone."""
+    stale = []
+    for p in root.glob(".v*.tmp-*"):
+        m = re.match(r"\.v\d+\.tmp-(\d+)-", p.name)
+        pid = int(m.group(1)) if m else -1
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, ValueError, OSError):
+            stale.append(p)
+    return stale
+
+
+def answer_format(order: AnswerOrder) -> dict[str, Any]:
+    """How targets are written, so training and evaluation need nothing from the workspace."""
+    return {"order": order, "label_line": LABEL_LINE,
+            "steps": [{"name": n, "title": t} for n, t in STEP_TITLES.items()]}
+
+
+def build_manifest(ws: Workspace, name: str, version: int, parent: int | None, chash: str,
+                   kind_hashes: dict[str, str], order: AnswerOrder, kinds: list[str], sel: Selected,
+                   written: dict[str, pa.Table], counts: dict[str, dict[str, int]], sources: list[str]) -> dict[str, Any]:
+    cfg = ws.config
+    scheme = ws.config.scheme(sel.scheme_names[0]) if sel.scheme_names else None
+    export_cfg = {**cfg.export.model_dump(mode="json"), "name": name, "kinds": kinds, "format": order, "sources": sources}
+    return {
+        "name": name, "version": version, "parent": parent, "content_hash": chash, "kind_hashes": kind_hashes,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "toolkit_version": metadata.version("cotgen"),
+        "format": order, "answer_format": answer_format(order),
+        "scheme": scheme.model_dump() if scheme else None, "schemes_used": sel.scheme_names,
+        "kinds": sorted(counts), "counts": counts,
+        "splits": {"file": SPLITS_FILE, "fractions": cfg.curation.split, "seed": cfg.curation.seed,
+                   "queries": {s: n for s, n in zip(*_split_query_counts(sel.splits), strict=True)}},
+        "selection": sel.selection,
+        "statistics": {"policy_pass_at_k": sel.pass_at_k, **_table_statistics(written)},
+        "runs": sel.runs,
+        "models": sorted({r["model"] for r in sel.runs}),
+        "prompt_hashes": {**{r["name"]: r["prompt_hash"] for r in sel.runs},
+                          "policy_prompt": sel.prompt_hash},
+        "policy_prompt_renderer": sel.prompt_renderer,
+        "config": {"curation": cfg.curation.model_dump(mode="json"), "export": export_cfg,
+                   "teacher": cfg.teacher.model_dump(mode="json"), "policy": cfg.policy.model_dump(mode="json")},
+    }
+
+
+def _split_query_counts(splits: pa.Table) -> tuple[list[str], list[int]]:
+    counts = splits.group_by("split").aggregate([("query_id", "count")]).sort_by("split")
+    return counts["split"].to_pylist(), counts["query_id_count"].to_pylist()
+
+
+def _value_counts(table: pa.Table, column: str) -> dict[str, int]:
+    counts = pc.value_counts(table[column]).to_pylist()
+    return {str(c["values"]): int(c["counts"]) for c in sorted(counts, key=lambda c: str(c["values"]))}
+
+
+def _table_statistics(tables: dict[str, pa.Table]) -> dict[str, Any]:
+    return {
+        "labels": {k: _value_counts(t, "label") for k, t in tables.items()},
+        "difficulty": {k: _value_counts(t, "difficulty") for k, t in tables.items()},
+        "stages": {k: _value_counts(t, "stage") for k, t in tables.items()},
+    }
+
+
+def export_dataset(ws: Workspace, name: str, kinds: list[str], order: AnswerOrder, render: RenderPrompt,
+                   embed: Embed | None = None, sources: list[str] | None = None,
+                   progress: Progress | None = None) -> ExportResult:
+    """Select, split and write `name` as a new version, unless its rows equal the latest version's."""
+    say = progress or (lambda _msg: None)
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise CotgenError(f"export: unknown kind {', '.join(unknown) or '(none)'} (kinds: {', '.join(KINDS)})")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        raise CotgenError(f"export: dataset name '{name}': use letters, digits, '.', '_' or '-'")
+    sources = sources if sources is not None else ws.config.export.sources
+    root = ws.datasets_dir / name
+    for stale in _stale_temp_dirs(root):
+        shutil.rmtree(stale, ignore_errors=True)
+    previous = latest_version(ws.datasets_dir, name)
+    previous_splits = pq.read_table(previous / SPLITS_FILE) if previous and (previous / SPLITS_FILE).exists() else None
+    parent = int(previous.name[1:]) if previous else None
+    version = (parent or 0) + 1
+    with open_store(ws, read_only=True) as store:
+        sel = select_rows(ws, store, kinds, order, sources, render, embed, previous_splits, version, say)
+    written = {k: t for k, t in sel.tables.items() if t.num_rows}
+    say("hashing rows")
+    kind_hashes = table_hashes(written)
+    chash = content_hash(kind_hashes)
+    if not written:
+        return ExportResult(name, None, None, False, "", {k: {} for k in kinds}, sel.selection)
+    if previous is not None and read_manifest(previous).get("content_hash") == chash:
+        _register(ws, name, say)
+        manifest = read_manifest(previous)
+        return ExportResult(name, parent, previous, False, chash, manifest.get("counts", {}), sel.selection)
+    final = root / f"v{version}"
+    tmp = root / f".v{version}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        splits = split_names(ws.config.curation.split, written)
+        counts = {}
+        for kind, table in written.items():
+            say(f"writing {kind}")
+            counts[kind] = _write_kind(tmp, kind, table, splits)
+        pq.write_table(sel.splits, tmp / SPLITS_FILE)
+        manifest = build_manifest(ws, name, version, parent, chash, kind_hashes, order, kinds, sel, written, counts,
+                                  sources)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(render_card(manifest, {k: t.schema for k, t in written.items()}), encoding="utf-8")
+        say("publishing")
+        if final.exists():
+            raise CotgenError(f"{final}: another export created this version meanwhile; run the export again")
+        os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _register(ws, name, say)
+    return ExportResult(name, version, final, True, chash, counts, sel.selection)
+
+
+def _register(ws: Workspace, name: str, say: Progress) -> None:
+    """Record versions on disk in dataset_versions (a short write; an earlier crash here is caught up)."""
+    say("registering")
+    with open_store(ws) as store:
+        register_versions(store, ws.datasets_dir, name)

@@ -1,0 +1,104 @@
+"""The dataset card (README.md) of an exported version: Hugging Face YAML front matter plus statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+import yaml
+
+KIND_TEXT = {
+    "sft": "stage 1 SFT: conversational `prompt`/`completion` from teacher CoT that parses, agrees with the gold "
+           "label and is consistent (CoT also in `reasoning_content`)",
+    "dpo": "stage 2 DPO: conversational `prompt`/`chosen`/`rejected` from the policy's own right and wrong answers "
+           "(teacher CoT as `chosen` where all answers were wrong)",
+    "grpo": "stage 3 GRPO: `prompt` with the gold `label` for the reward, kept where 0 < c < gamma*n, class-balanced",
+    "steps": "step labels: `prompt`, `completions` (the CoT steps) and `labels` (one bool per step) from reviews",
+}
+
+
+def _features(schema: pa.Schema) -> list[dict[str, Any]]:
+    from datasets import Features
+
+    return Features.from_arrow_schema(schema.remove(schema.get_field_index("split")))._to_yaml_list()
+
+
+def front_matter(manifest: dict[str, Any], schemas: dict[str, pa.Schema]) -> dict[str, Any]:
+    counts: dict[str, dict[str, int]] = manifest["counts"]
+    return {
+        "pretty_name": f"{manifest['name']} v{manifest['version']}",
+        "language": ["en"],
+        "license": "other",
+        "task_categories": ["text-generation", "text-classification"],
+        "tags": ["cotgen", "chain-of-thought", "search-relevance", "trl"],
+        "configs": [
+            {"config_name": kind, "data_files": [{"split": s, "path": f"data/{kind}/{s}.parquet"} for s in splits]}
+            for kind, splits in counts.items()
+        ],
+        "dataset_info": [
+            {"config_name": kind, "features": _features(schemas[kind]),
+             "splits": [{"name": s, "num_examples": n} for s, n in splits.items()]}
+            for kind, splits in counts.items()
+        ],
+    }
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _distribution(title: str, by_kind: dict[str, dict[str, int]]) -> str:
+    keys = sorted({k for d in by_kind.values() for k in d})
+    return f"### {title}\n\n" + _table(["kind", *keys], [[kind, *(d.get(k, 0) for k in keys)] for kind, d in by_kind.items()])
+
+
+def _body(m: dict[str, Any]) -> str:
+    counts: dict[str, dict[str, int]] = m["counts"]
+    splits = list(dict.fromkeys(s for c in counts.values() for s in c))
+    stats = m.get("statistics", {})
+    parts = [
+        f"# {m['name']} v{m['version']}",
+        "Chain-of-thought training data for e-commerce query-item relevance, built by cotgen "
+        "(TaoSR1 / TaoSR-SHE recipe). Formats are TRL's own; each config is a `DatasetDict` saved with "
+        "`save_to_disk` under `<kind>/` and Parquet under `data/<kind>/`.",
+        "\n".join(f"- `{k}`: {KIND_TEXT[k]}" for k in counts),
+        "## Rows\n\n" + _table(["kind", *splits, "total"],
+                               [[k, *(c.get(s, 0) for s in splits), sum(c.values())] for k, c in counts.items()]),
+        "Splits are grouped by query (no query in two splits), stratified by label and seeded; a query keeps its "
+        f"split in later versions (`{m['splits']['file']}`).",
+        _distribution("Labels", stats.get("labels", {})),
+        _distribution("Difficulty (policy run)", stats.get("difficulty", {})),
+    ]
+    if stats.get("policy_pass_at_k"):
+        ks = list(stats["policy_pass_at_k"])
+        parts.append("### Policy pass@k\n\n" + _table([f"pass@{k}" for k in ks],
+                                                       [[f"{stats['policy_pass_at_k'][k]:.1%}" for k in ks]]))
+    grpo = m.get("selection", {}).get("grpo")
+    if grpo:
+        parts.append(f"GRPO label distribution, coefficient of variation: {grpo['cv_before']:.3f} before balancing, "
+                     f"{grpo['cv_after']:.3f} after.")
+    dpo = m.get("selection", {}).get("dpo")
+    if dpo:
+        parts.append("DPO pairs by case: " + ", ".join(f"{k} {v}" for k, v in dpo["pairs_by_case"].items()) + ".")
+    scheme = m.get("scheme") or {}
+    if scheme:
+        parts.append(f"## Label scheme `{scheme['name']}` (best first)\n\n" + _table(
+            ["id", "name", "meaning"], [[g["id"], g["name"], g["meaning"]] for g in scheme["grades"]]))
+    parts.append(f"Answer format: `{m['format']}` (`Label: <id>` {'first' if m['format'] == 'label_first' else 'last'}, "
+                 "five numbered steps).")
+    runs = m.get("runs", [])
+    parts.append("## Lineage\n\n" + _table(["run", "role", "model", "prompt", "prompt hash"],
+                                           [[r["name"], r["role"], r["model"], r["prompt_name"], r["prompt_hash"][:12]]
+                                            for r in runs])
+                 + f"\n\nContent hash `{m['content_hash']}`; parent version: {m['parent'] or 'none'}; "
+                   f"cotgen {m['toolkit_version']}; created {m['created_at']}.")
+    parts.append("## Loading\n\n```python\nfrom datasets import load_from_disk\n"
+                 f"ds = load_from_disk(\"datasets/{m['name']}/v{m['version']}/{next(iter(counts))}\")\n```")
+    return "\n\n".join(parts) + "\n"
+
+
+def render_card(manifest: dict[str, Any], schemas: dict[str, pa.Schema]) -> str:
+    yaml_text = yaml.safe_dump(front_matter(manifest, schemas), sort_keys=False, allow_unicode=True)
+    return f"---\n{yaml_text}---\n\n{_body(manifest)}"

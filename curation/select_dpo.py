@@ -1,0 +1,36 @@
+"""Stage-2 DPO rows (TaoSR1): chosen = a right answer of the policy, rejected = a wrong one of the same pair.
+
+Pairs whose answers are all wrong take the teacher's accepted answer as chosen; all-right pairs give none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from curation.selection import SelectionContext, render_teacher_answers
+from curation.selection import query as selection_query
+from curation.stats import load_queries
+
+
+def query(name: str) -> str:
+    return load_queries("dpo.sql")[name]
+
+
+def select_dpo(ctx: SelectionContext) -> dict[str, Any]:
+    """Fill rows_dpo from the policy run; returns the cases per pair and rows by where `chosen` came from."""
+    cur = ctx.curation
+    con = ctx.store.con
+    con.execute(query("pool"))
+    con.execute(query("groups"))
+    con.execute(query("mixed"), {"cap": cur.dpo_per_pair})
+    if cur.dpo_teacher_fallback:
+        con.execute(query("wanted"))
+        render_teacher_answers(ctx, all_pairs=False)
+    con.execute(selection_query("best_teacher"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars})
+    if cur.dpo_teacher_fallback:
+        con.execute(query("teacher"), {"cap": cur.dpo_per_pair})
+    con.execute(query("rows"))
+    cases = {kind: int(n) for kind, n in ctx.store.rows(query("counts"))}
+    rows = {src: {"rows": int(r), "pairs": int(p)} for src, r, p in ctx.store.rows(query("row_counts"))}
+    return {"pairs_by_case": cases, "rows_by_chosen": rows,
+            "rows": sum(v["rows"] for v in rows.values())}

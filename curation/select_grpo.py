@@ -1,0 +1,30 @@
+"""Stage-3 GRPO prompts (TaoSR1): difficulty-based dynamic sampling, then class-balanced down-sampling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from curation.selection import SelectionContext, label_counts, label_cv
+from curation.stats import load_queries
+
+
+def query(name: str) -> str:
+    return load_queries("grpo.sql")[name]
+
+
+def select_grpo(ctx: SelectionContext) -> dict[str, Any]:
+    """Fill rows_grpo; returns counts and the label distribution's coefficient of variation before and after."""
+    cur = ctx.curation
+    ctx.store.con.execute(query("kept"), {"gamma": cur.difficulty.gamma})
+    ctx.store.con.execute(query("rows"), {"balance": cur.grpo_balance})
+    cv_before, _ = label_cv(ctx.store, "grpo_kept")
+    cv_after, _ = label_cv(ctx.store, "rows_grpo")
+    return {
+        "candidates": ctx.store.scalar("SELECT count(*) FROM pair_stage"),
+        "kept": ctx.store.scalar("SELECT count(*) FROM grpo_kept"),
+        "rows": ctx.store.scalar("SELECT count(*) FROM rows_grpo"),
+        "labels_before": label_counts(ctx.store, "grpo_kept"),
+        "labels_after": label_counts(ctx.store, "rows_grpo"),
+        "cv_before": round(cv_before, 6),
+        "cv_after": round(cv_after, 6),
+    }

@@ -1,0 +1,41 @@
+"""Stage-1 SFT rows: teacher answers that parse, agree with the gold label and are consistent; k per pair."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from curation.select_diversity import diverse
+from curation.selection import SelectionContext, registered, render_teacher_answers
+from curation.stats import load_queries
+from schemas.errors import CotgenError
+
+
+def query(name: str) -> str:
+    return load_queries("sft.sql")[name]
+
+
+def _near_duplicates(ctx: SelectionContext) -> list[str]:
+    """Sample ids the diversity filter drops (none when it is off)."""
+    threshold = ctx.curation.diversity_threshold
+    if threshold is None:
+        return []
+    if ctx.embed is None:
+        raise CotgenError("curation.diversity_threshold is set but no embedder was given to the selection")
+    rows = ctx.store.rows(query("pool_texts"))
+    groups = [r[1] for r in rows] if ctx.curation.diversity_scope == "pair" else None
+    keep = diverse([r[2] for r in rows], groups, ctx.embed, threshold)
+    return [r[0] for r, k in zip(rows, keep, strict=True) if not k]
+
+
+def select_sft(ctx: SelectionContext) -> dict[str, Any]:
+    """Fill rows_sft; returns the selection's counts."""
+    cur = ctx.curation
+    render_teacher_answers(ctx, all_pairs=True)
+    ctx.store.con.execute(query("pool"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars})
+    dropped = pa.table({"sample_id": pa.array(_near_duplicates(ctx), type=pa.string())})
+    with registered(ctx.store, "dropped_arrow", dropped):
+        ctx.store.con.execute(query("create_dropped"))
+    ctx.store.con.execute(query("rows"), {"k": cur.sft_per_pair})
+    return ctx.store.query(query("counts"))[0]

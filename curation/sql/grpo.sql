@@ -1,0 +1,19 @@
+-- name: kept
+-- TaoSR1 stage 3: prompts the policy sometimes solves, 0 < c < gamma * n (all-right and all-wrong
+-- groups give GRPO no signal).
+CREATE OR REPLACE TEMP TABLE grpo_kept AS
+SELECT s.pair_id, g.query_id, g.label, g.scheme, s.n, s.c, s.difficulty, s.stage,
+       md5(p.seed || ':' || s.pair_id) AS draw
+FROM pair_stage s
+CROSS JOIN selection_params p
+JOIN gold_pairs g ON g.pair_id = s.pair_id
+WHERE s.c > 0 AND s.c < $gamma * s.n - 1e-9
+  AND (len(p.sources) = 0 OR list_contains(p.sources, g.source));
+
+-- name: rows
+-- Class balance: each label keeps at most `balance` x the rarest label's count (seeded draw decides
+-- which); a NULL balance keeps the natural distribution.
+CREATE OR REPLACE TEMP TABLE rows_grpo AS
+WITH cap AS (SELECT floor($balance::DOUBLE * min(k)) AS cap FROM (SELECT count(*) AS k FROM grpo_kept GROUP BY label))
+SELECT k.* FROM grpo_kept k CROSS JOIN cap
+QUALIFY $balance::DOUBLE IS NULL OR row_number() OVER (PARTITION BY k.label ORDER BY k.draw) <= cap.cap;

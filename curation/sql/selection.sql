@@ -1,0 +1,78 @@
+-- name: params
+-- One row of knobs the views below read (views cannot take statement parameters).
+CREATE OR REPLACE TEMP TABLE selection_params AS
+SELECT $seed::VARCHAR AS seed, $sources::VARCHAR[] AS sources, $teacher_runs::VARCHAR[] AS teacher_runs,
+       $policy_run::VARCHAR AS policy_run, $curriculum::VARCHAR[] AS curriculum,
+       len($curriculum::VARCHAR[]) + 1 AS unknown_stage;
+
+-- name: edit_texts
+-- The latest live edit per sample: the annotator's full corrected answer, parsed again in Python.
+SELECT d.sample_id, d.edited_text, g.scheme
+FROM sample_decisions d JOIN gold_pairs g USING (pair_id)
+WHERE d.action = 'edit' AND d.edited_text IS NOT NULL
+ORDER BY d.sample_id;
+
+-- name: create_edits
+CREATE OR REPLACE TEMP TABLE edits AS SELECT * FROM edits_arrow;
+
+-- name: effective
+-- Samples as the reviews leave them: rejected ones gone, an edit (re-parsed) replacing the original,
+-- the gold label after relabels; `draw` is the seeded tie-breaker every selection orders by.
+CREATE OR REPLACE TEMP VIEW eff AS
+SELECT s.sample_id, s.run_id, s.pair_id, g.query_id, g.source, g.label AS gold, d.action AS decision,
+       list_contains(p.teacher_runs, s.run_id) AS from_teacher, s.run_id = p.policy_run AS from_policy,
+       e.sample_id IS NOT NULL AS edited, e.text AS edited_text,
+       CASE WHEN e.sample_id IS NULL THEN CAST(s.steps AS VARCHAR) ELSE e.steps END AS steps,
+       CASE WHEN e.sample_id IS NULL THEN s.predicted_label ELSE e.predicted_label END AS predicted,
+       CASE WHEN e.sample_id IS NULL THEN s.parse_status ELSE e.parse_status END AS parse_status,
+       CASE WHEN e.sample_id IS NULL THEN s.consistent ELSE e.consistent END AS consistent,
+       md5(p.seed || ':' || s.sample_id) AS draw
+FROM samples s
+CROSS JOIN selection_params p
+JOIN gold_pairs g ON g.pair_id = s.pair_id
+LEFT JOIN sample_decisions d ON d.sample_id = s.sample_id
+LEFT JOIN edits e ON e.sample_id = s.sample_id
+WHERE (len(p.sources) = 0 OR list_contains(p.sources, g.source))
+  AND d.action IS DISTINCT FROM 'reject';
+
+-- name: pair_stage
+-- Difficulty and curriculum stage (1-based position in the curriculum) per pair, from the policy run.
+CREATE OR REPLACE TEMP TABLE pair_stage AS
+SELECT pc.pair_id, pc.n, pc.c, difficulty_bin(pc.n, pc.c, $gamma, $easy) AS difficulty,
+       coalesce(list_position(p.curriculum, difficulty_bin(pc.n, pc.c, $gamma, $easy)), p.unknown_stage) AS stage
+FROM pair_counts pc CROSS JOIN selection_params p
+WHERE pc.run_id = p.policy_run;
+
+-- name: create_teacher_answers
+CREATE OR REPLACE TEMP TABLE teacher_answers (
+    sample_id VARCHAR, pair_id VARCHAR, gold VARCHAR, decision VARCHAR, edited BOOLEAN, draw VARCHAR,
+    completion VARCHAR, cot VARCHAR, chars BIGINT
+);
+CREATE OR REPLACE TEMP TABLE wanted_pairs (pair_id VARCHAR);
+
+-- name: teacher_candidates
+-- Teacher answers fit to train on: parsed cleanly, agreeing with the gold label after reviews, internally
+-- consistent. All pairs, or only those in wanted_pairs; answers already rendered are skipped.
+SELECT e.sample_id, e.pair_id, e.gold, e.decision, e.edited, e.draw, e.steps
+FROM eff e
+WHERE e.from_teacher AND e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent
+  AND ($all_pairs OR e.pair_id IN (SELECT pair_id FROM wanted_pairs))
+  AND e.sample_id NOT IN (SELECT sample_id FROM teacher_answers)
+ORDER BY e.sample_id;
+
+-- name: insert_teacher_answers
+INSERT INTO teacher_answers SELECT * FROM rendered_arrow;
+
+-- name: best_teacher
+-- The teacher answer each pair would use: reviewer-accepted first, then edited, then the seeded draw.
+CREATE OR REPLACE TEMP TABLE best_teacher AS
+SELECT * FROM teacher_answers
+WHERE chars BETWEEN $min_chars AND $max_chars
+QUALIFY row_number() OVER (PARTITION BY pair_id ORDER BY coalesce(decision = 'accept', false) DESC, edited DESC, draw) = 1;
+
+-- name: label_cv
+-- Coefficient of variation of a table's label counts (0 = balanced), and how many labels it has.
+SELECT coalesce(stddev_pop(k) / avg(k), 0.0), count(*) FROM (SELECT label, count(*) AS k FROM {table} GROUP BY label);
+
+-- name: label_counts
+SELECT label, count(*) AS rows FROM {table} GROUP BY label ORDER BY label;

@@ -1,0 +1,33 @@
+-- name: pool
+-- Rendered teacher answers within the length bounds, ranked per pair: reviewer-accepted first, then
+-- edited, then the seeded draw.
+CREATE OR REPLACE TEMP TABLE sft_pool AS
+SELECT *, row_number() OVER (
+           PARTITION BY pair_id ORDER BY coalesce(decision = 'accept', false) DESC, edited DESC, draw) AS rank
+FROM teacher_answers
+WHERE chars BETWEEN $min_chars AND $max_chars;
+
+-- name: pool_texts
+SELECT sample_id, pair_id, cot FROM sft_pool ORDER BY pair_id, rank;
+
+-- name: create_dropped
+CREATE OR REPLACE TEMP TABLE diversity_dropped AS SELECT * FROM dropped_arrow;
+
+-- name: rows
+-- k answers per pair, with the pair's difficulty and curriculum stage from the policy run when known.
+CREATE OR REPLACE TEMP TABLE rows_sft AS
+SELECT t.pair_id, g.query_id, t.gold AS label, t.completion, t.cot AS reasoning_content, t.sample_id,
+       coalesce(s.difficulty, 'unknown') AS difficulty, coalesce(s.stage, p.unknown_stage) AS stage, t.draw
+FROM sft_pool t
+CROSS JOIN selection_params p
+JOIN gold_pairs g ON g.pair_id = t.pair_id
+LEFT JOIN pair_stage s ON s.pair_id = t.pair_id
+WHERE t.sample_id NOT IN (SELECT sample_id FROM diversity_dropped)
+QUALIFY row_number() OVER (PARTITION BY t.pair_id ORDER BY t.rank) <= $k;
+
+-- name: counts
+SELECT (SELECT count(*) FROM teacher_answers) AS eligible,
+       (SELECT count(*) FROM sft_pool) AS within_length,
+       (SELECT count(*) FROM diversity_dropped) AS near_duplicates,
+       (SELECT count(*) FROM rows_sft) AS rows,
+       (SELECT count(DISTINCT pair_id) FROM rows_sft) AS pairs;

@@ -1,0 +1,85 @@
+-- name: macros
+-- Unbiased pass@k (Chen et al., 2021): 1 - C(n-c, k) / C(n, k), through log-gamma so large n cannot
+-- overflow. NULL where k > n: pass@k is not defined for a pair with fewer than k samples.
+CREATE OR REPLACE TEMP MACRO pass_at_k(n, c, k) AS
+    CASE WHEN k < 1 OR k > n THEN NULL
+         WHEN n - c < k THEN 1.0
+         ELSE 1.0 - exp(lgamma(n - c + 1) - lgamma(n - c - k + 1) - lgamma(n + 1) + lgamma(n - k + 1)) END;
+-- TaoSR1's bins, checked in this order; the epsilon keeps c <= gamma * n exact for gammas like 0.3.
+CREATE OR REPLACE TEMP MACRO difficulty_bin(n, c, gamma, easy) AS
+    CASE WHEN c = 0 THEN 'unsolved'
+         WHEN c >= easy * n - 1e-9 THEN 'easy'
+         WHEN c <= gamma * n + 1e-9 THEN 'hard'
+         ELSE 'medium' END;
+
+-- name: votes
+-- One scan of the samples: (run, pair, predicted label) counts against the gold label after reviews.
+-- Correctness is recomputed here (a relabel changes it); samples.correct is not trusted.
+CREATE OR REPLACE TEMP TABLE sample_votes AS
+SELECT s.run_id, s.pair_id, any_value(g.label) AS gold,
+       CASE WHEN s.parse_status IN ('ok', 'partial') THEN s.predicted_label END AS predicted,
+       count(*)::INTEGER AS votes
+FROM samples s JOIN gold_pairs g USING (pair_id)
+WHERE list_contains($runs::VARCHAR[], s.run_id)
+GROUP BY s.run_id, s.pair_id, predicted;
+
+-- name: pair_counts
+-- Per (run, pair): n samples, c correct, parsed answers, and the majority-vote label (ties: lowest id).
+CREATE OR REPLACE TEMP TABLE pair_counts AS
+SELECT run_id, pair_id, any_value(gold) AS gold,
+       sum(votes)::INTEGER AS n,
+       coalesce(sum(votes) FILTER (WHERE predicted = gold), 0)::INTEGER AS c,
+       coalesce(sum(votes) FILTER (WHERE predicted IS NOT NULL), 0)::INTEGER AS parsed,
+       first(predicted ORDER BY votes DESC, predicted) FILTER (WHERE predicted IS NOT NULL) AS majority
+FROM sample_votes
+GROUP BY run_id, pair_id;
+
+-- name: run_summary
+SELECT p.run_id, any_value(r.name) AS name, any_value(r.role) AS role, any_value(r.model) AS model,
+       count(*) AS pairs, sum(p.n)::BIGINT AS samples, max(p.n) AS n_max, min(p.n) AS n_min,
+       sum(p.parsed) / sum(p.n) AS parse_rate, sum(p.c) / sum(p.n) AS accuracy,
+       avg(coalesce(p.majority = p.gold, false)::INTEGER) AS majority_accuracy
+FROM pair_counts p JOIN runs r USING (run_id)
+GROUP BY p.run_id
+ORDER BY min(r.started_at), p.run_id;
+
+-- name: run_pass_at_k
+-- Grouping by (n, c) first: pass@k depends on nothing else, so a million pairs cost a few hundred rows.
+WITH nc AS (
+    SELECT run_id, n, c, count(*) AS pairs FROM pair_counts GROUP BY ALL
+), ks AS (
+    SELECT run_id, unnest(range(1, max(n) + 1)) AS k FROM nc GROUP BY run_id
+)
+SELECT run_id, k, sum(pairs * pass_at_k(n, c, k)) / sum(pairs) AS pass_at_k, sum(pairs)::BIGINT AS pairs
+FROM nc JOIN ks USING (run_id)
+WHERE k <= n
+GROUP BY run_id, k
+ORDER BY run_id, k;
+
+-- name: label_stats
+SELECT run_id, gold AS label, count(*) AS pairs, sum(n)::BIGINT AS samples, sum(c) / sum(n) AS accuracy,
+       avg((c > 0)::INTEGER) AS pass_at_n, avg(coalesce(majority = gold, false)::INTEGER) AS majority_accuracy
+FROM pair_counts
+GROUP BY ALL
+ORDER BY run_id, label;
+
+-- name: confusion
+SELECT run_id, gold, coalesce(predicted, '(unparsed)') AS predicted, sum(votes)::BIGINT AS samples
+FROM sample_votes
+GROUP BY ALL
+ORDER BY run_id, gold, predicted;
+
+-- name: pair_stats
+-- Per pair of one run: counts, majority vote and pass@k for k = 1..n (a list, index k-1).
+SELECT pair_id, gold, n, c, parsed, majority, coalesce(majority = gold, false) AS majority_correct,
+       list_transform(range(1, n + 1), k -> pass_at_k(n, c, k)) AS pass_at_k
+FROM pair_counts
+WHERE run_id = $run
+ORDER BY pair_id;
+
+-- name: runs
+SELECT r.run_id, r.name, r.role, r.model, r.backend, r.prompt_name, r.prompt_hash, r.status,
+       r.started_at, count(s.sample_id) AS samples
+FROM runs r LEFT JOIN samples s USING (run_id)
+GROUP BY ALL
+ORDER BY r.started_at, r.run_id;

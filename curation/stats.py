@@ -1,0 +1,136 @@
+"""pass@k, majority vote, parse rate, per-label accuracy and confusion of generation runs, in SQL on the store."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from curation.store import Store
+from schemas.errors import CotgenError
+
+
+@cache
+def load_queries(filename: str) -> dict[str, str]:
+    """Named statements of curation/sql/FILENAME, each introduced by a `-- name: NAME` line."""
+    text = resources.files("curation").joinpath("sql", filename).read_text(encoding="utf-8")
+    parts = re.split(r"^-- name: (\w+)[ \t]*$", text, flags=re.MULTILINE)
+    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
+
+
+def query(name: str) -> str:
+    return load_queries("stats.sql")[name]
+
+
+def install_macros(store: Store) -> None:
+    """Temp macros (pass_at_k, difficulty_bin): temporary, so a read-only connection can use them too."""
+    store.con.execute(query("macros"))
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    name: str
+    role: str
+    model: str
+    backend: str
+    prompt_name: str
+    prompt_hash: str
+    status: str
+    samples: int
+
+
+def list_runs(store: Store) -> list[RunInfo]:
+    return [RunInfo(**{k: v for k, v in row.items() if k != "started_at"}) for row in store.query(query("runs"))]
+
+
+def resolve_runs(store: Store, names: list[str] | None = None, role: str | None = None) -> list[RunInfo]:
+    """Runs named (by name or id) in `names`, else every run with samples (of `role` when given)."""
+    runs = list_runs(store)
+    if not names:
+        return [r for r in runs if r.samples and (role is None or r.role == role)]
+    picked = []
+    for name in names:
+        hits = [r for r in runs if name in (r.name, r.run_id)]
+        if not hits:
+            known = ", ".join(sorted({r.name for r in runs})) or "none yet"
+            raise CotgenError(f"run '{name}': no such run (runs: {known})")
+        picked.append(hits[-1])  # a re-used name means the latest run of that name
+    return picked
+
+
+def latest_run(store: Store, role: str) -> RunInfo | None:
+    runs = resolve_runs(store, role=role)
+    return runs[-1] if runs else None
+
+
+def compute_pair_counts(store: Store, run_ids: list[str]) -> None:
+    """Fill temp tables sample_votes and pair_counts for these runs."""
+    install_macros(store)
+    store.con.execute(query("votes"), {"runs": run_ids})
+    store.con.execute(query("pair_counts"))
+
+
+@dataclass
+class LabelStats:
+    label: str
+    pairs: int
+    samples: int
+    accuracy: float
+    pass_at_n: float
+    majority_accuracy: float
+
+
+@dataclass
+class RunStats:
+    """A run's figures as TaoSR1 reports them: pass@1..N over pairs, plus parse rate and majority vote."""
+
+    run_id: str
+    name: str
+    role: str
+    model: str
+    pairs: int
+    samples: int
+    n_max: int
+    n_min: int
+    parse_rate: float
+    accuracy: float
+    majority_accuracy: float
+    pass_at_k: dict[int, float] = field(default_factory=dict)
+    labels: list[LabelStats] = field(default_factory=list)
+    confusion: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["pass_at_k"] = {str(k): v for k, v in self.pass_at_k.items()}
+        return out
+
+
+def run_stats(store: Store, runs: list[RunInfo]) -> list[RunStats]:
+    """Figures for each run; pass@k averages over the pairs with at least k samples."""
+    if not runs:
+        return []
+    compute_pair_counts(store, [r.run_id for r in runs])
+    stats = {row["run_id"]: RunStats(**row) for row in store.query(query("run_summary"))}
+    for run_id, k, value, _pairs in store.rows(query("run_pass_at_k")):
+        stats[run_id].pass_at_k[int(k)] = float(value)
+    for row in store.query(query("label_stats")):
+        stats[row.pop("run_id")].labels.append(LabelStats(**row))
+    for run_id, gold, predicted, n in store.rows(query("confusion")):
+        stats[run_id].confusion.setdefault(gold, {})[predicted] = int(n)
+    return [stats[r.run_id] for r in runs if r.run_id in stats]
+
+
+def pair_stats(store: Store, run: RunInfo) -> list[dict[str, Any]]:
+    """Per pair of one run: n, c, parsed, majority vote and pass@k for k = 1..n."""
+    compute_pair_counts(store, [run.run_id])
+    return store.query(query("pair_stats"), {"run": run.run_id})
+
+
+def export_pair_stats(store: Store, run: RunInfo, path: str) -> int:
+    """Write per-pair statistics of one run to a Parquet file; returns the number of pairs."""
+    compute_pair_counts(store, [run.run_id])
+    store.con.sql(query("pair_stats"), params={"run": run.run_id}).write_parquet(path)
+    return store.scalar("SELECT count(*) FROM pair_counts WHERE run_id = ?", [run.run_id])
