@@ -85,6 +85,13 @@ class BackendConfig(Section):
     structured: bool = False
     seed: int = 0
     batch_size: int = Field(default=8, ge=1)
+    prompt: str = "latest"  # a shipped version ("v1") or a path to a .j2 template with system and user blocks
+    top_logprobs: int = Field(default=20, ge=0, le=20)  # label_first answers: alternatives kept at the label position
+    retry_base_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
+    n_per_request: Literal["auto", "always", "never"] = "auto"  # auto: try `n`, fall back if the server ignores it
+    device: str = "cpu"  # transformers backend: cpu, cuda, cuda:0, mps
+    engine_args: dict[str, str | int | float | bool] = Field(default_factory=dict)  # vllm backend: LLM(**engine_args)
 
 
 class DifficultyBins(Section):

@@ -1,0 +1,104 @@
+"""A local Hugging Face model: batched generation with the chat template, seeded, label logits kept.
+
+Default model: bundled:smollm2-135m-instruct (runs on CPU). Each batch is seeded from its first
+request key, so a re-run of the same batch reproduces it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from cotgen.backends.base import Backend, Emit, Job, Outcome, SamplingParams, TokenAlternatives
+
+TOP_K_ALTERNATIVES = 20
+LOGIT_POSITIONS = 32  # enough to pass "Label: <grade>" in a label_first answer
+
+
+@dataclass(frozen=True)
+class _Row:
+    job: Job
+    sample_index: int
+    key: str
+
+
+class TransformersBackend(Backend):
+    name = "transformers"
+
+    def __init__(self, model: str, path: str, batch_size: int = 8, device: str = "cpu"):
+        super().__init__(model)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.batch_size = batch_size
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left so generation continues the prompt
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+
+    def run(self, jobs: Iterator[Job], emit: Emit, stop: threading.Event) -> None:
+        rows: list[_Row] = []
+        for job in jobs:
+            if rows and rows[0].job.params != job.params:
+                self._generate(rows, emit)  # one batch shares its sampling params
+                rows = []
+            rows += [_Row(job, index, key) for index, key in job.samples]
+            while len(rows) >= self.batch_size:
+                self._generate(rows[: self.batch_size], emit)
+                rows = rows[self.batch_size:]
+            if stop.is_set():
+                break
+        if rows:
+            self._generate(rows, emit)
+
+    def _generate(self, rows: list[_Row], emit: Emit) -> None:
+        torch = self.torch
+        params = rows[0].job.params
+        prompts = [self.tokenizer.apply_chat_template(list(r.job.messages), tokenize=False, add_generation_prompt=True)
+                   for r in rows]
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        torch.manual_seed(int(rows[0].key[:8], 16) ^ (params.seed or 0))
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = self.lm.generate(**enc, **self._sampling(params), max_new_tokens=params.max_tokens,
+                                   pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
+                                   output_logits=bool(params.top_logprobs))
+        latency = time.perf_counter() - started
+        prompt_len = enc["input_ids"].shape[1]
+        eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        self.stats.count_request()
+        for i, row in enumerate(rows):
+            generated = out.sequences[i, prompt_len:].tolist()
+            end = next((j for j, t in enumerate(generated) if t in eos), None)
+            ids = generated if end is None else generated[:end]
+            emit(Outcome(
+                job=row.job, sample_index=row.sample_index, key=row.key,
+                text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                finish_reason="length" if end is None else "stop",
+                tokens_in=int(enc["attention_mask"][i].sum()), tokens_out=len(ids) + (0 if end is None else 1),
+                logprobs=self._alternatives(out.logits, i, ids, params.top_logprobs) if params.top_logprobs else None,
+                latency_s=latency,
+            ))
+
+    @staticmethod
+    def _sampling(params: SamplingParams) -> dict:
+        if params.temperature <= 0:
+            return {"do_sample": False}
+        return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+
+    def _alternatives(self, logits: tuple, row: int, ids: list[int], top: int) -> list[TokenAlternatives]:
+        """Top-k of the raw logits (the model's own distribution, before temperature) at the first positions."""
+        torch = self.torch
+        k = max(top, TOP_K_ALTERNATIVES)
+        positions = []
+        for step, token_id in enumerate(ids[:LOGIT_POSITIONS]):
+            logprobs = torch.log_softmax(logits[step][row].float(), dim=-1)
+            values, indices = logprobs.topk(k)
+            alternatives = tuple((self.tokenizer.decode([t]), float(v)) for t, v in zip(indices.tolist(), values.tolist(), strict=True))
+            positions.append(TokenAlternatives(token=self.tokenizer.decode([token_id]), top=alternatives))
+        return positions
