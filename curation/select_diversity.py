@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import faiss
 import numpy as np
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -13,8 +12,8 @@ BLOCK = 1024
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
     out = np.ascontiguousarray(vectors, dtype=np.float32).copy()
-    faiss.normalize_L2(out)
-    return out
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.where(norms == 0, 1, norms)
 
 
 def _greedy_block(block: np.ndarray, blocked: np.ndarray, threshold: float) -> np.ndarray:
@@ -32,6 +31,8 @@ def _greedy_block(block: np.ndarray, blocked: np.ndarray, threshold: float) -> n
 
 def _keep_global(vectors: np.ndarray, threshold: float) -> np.ndarray:
     """Greedy in row order across all rows; kept rows go into a FAISS inner-product index block by block."""
+    import faiss  # only when the filter runs: the import costs a CLI start-up noticeable time
+
     index = faiss.IndexFlatIP(vectors.shape[1])
     keep = np.zeros(len(vectors), dtype=bool)
     for start in range(0, len(vectors), BLOCK):

@@ -19,6 +19,7 @@ import pyarrow as pa
 from curation.store import Store, open_store
 from schemas.answer import AnswerOrder, parse_answer, render_answer
 from schemas.labels import BUILTIN_SCHEMES
+from schemas.pair import Pair
 from schemas.sample import Step
 from schemas.workspace import Workspace
 
@@ -166,3 +167,15 @@ def build_store(ws: Workspace, n_queries: int = 30, teacher_n: int = 2, policy_n
         synth_run(store, pairs, "teacher-1", "teacher", teacher_n, "cot_first", started=0)
         synth_run(store, pairs, "policy-1", "policy", policy_n, "label_first", started=10)
     return pairs
+
+
+def with_curation(ws: Workspace, **knobs: object) -> Workspace:
+    """The workspace with some [curation] knobs changed (as if cotgen.toml said so)."""
+    curation = ws.config.curation.model_validate({**ws.config.curation.model_dump(), **knobs})
+    return Workspace(ws.root, ws.config.model_copy(update={"curation": curation}))
+
+
+def plain_prompt(pair: Pair) -> list[dict]:
+    """A minimal policy prompt for tests that exercise curation, not prompting (cotgen.prompting is slower)."""
+    return [{"role": "system", "content": "Grade the item for the query: L4, L3, L2 or L1."},
+            {"role": "user", "content": f"Query: {pair.query}\nItem: {pair.title}"}]

@@ -72,7 +72,7 @@ ORDER BY run_id, gold, predicted;
 -- name: pair_stats
 -- Per pair of one run: counts, majority vote and pass@k for k = 1..n (a list, index k-1).
 SELECT pair_id, gold, n, c, parsed, majority, coalesce(majority = gold, false) AS majority_correct,
-       list_transform(range(1, n + 1), k -> pass_at_k(n, c, k)) AS pass_at_k
+       list_transform(range(1, n + 1), lambda k: pass_at_k(n, c, k)) AS pass_at_k
 FROM pair_counts
 WHERE run_id = $run
 ORDER BY pair_id;

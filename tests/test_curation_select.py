@@ -1,0 +1,263 @@
+"""Selections on real CrowdFlower pairs: SFT filters, DPO cases, GRPO sampling, steps, diversity, reviews."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers_curation import (
+    SCHEME,
+    PairRow,
+    add_review,
+    add_run,
+    add_samples,
+    answer_text,
+    build_store,
+    copy_workspace,
+    ingest_crowdflower,
+    pairs_of_queries,
+    sample_id,
+    steps_for,
+    with_curation,
+    wrong_label,
+)
+
+from curation.export import SELECTORS
+from curation.selection import open_selection
+from curation.store import open_store
+from schemas.answer import render_answer
+from schemas.sample import Step
+from schemas.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    root = tmp_path_factory.mktemp("curation-select") / "ws"
+    ingest_crowdflower(root, shared_data)
+    return root
+
+
+@pytest.fixture
+def ws(base: Path, tmp_path: Path) -> Workspace:
+    return copy_workspace(base, tmp_path / "ws")
+
+
+def select(ws: Workspace, kinds: list[str], order: str = "label_first", embed=None) -> tuple[dict, dict]:
+    """Run selections the way export does; returns ({kind: rows}, {kind: counts})."""
+    rows, counts = {}, {}
+    with open_store(ws, read_only=True) as store:
+        ctx = open_selection(store, ws.config, order, [], embed)
+        for kind in kinds:
+            counts[kind] = SELECTORS[kind](ctx)
+            rows[kind] = store.query(f"SELECT * FROM rows_{kind} ORDER BY pair_id, draw")
+    return rows, counts
+
+
+def some_pairs(ws: Workspace, n: int) -> list[PairRow]:
+    with open_store(ws, read_only=True) as store:
+        return pairs_of_queries(store, 3)[:n]
+
+
+def inconsistent_text(pair: PairRow) -> str:
+    """Right label line, but the judgement step argues for another grade."""
+    return render_answer(steps_for(pair, wrong_label(pair.label, "x")), pair.label, "cot_first")
+
+
+def partial_text(pair: PairRow) -> str:
+    return render_answer(steps_for(pair, pair.label)[:3], pair.label, "cot_first")
+
+
+def test_sft_keeps_clean_right_teacher_answers_k_per_pair(ws: Workspace) -> None:
+    a, b = some_pairs(ws, 2)
+    with open_store(ws) as store:
+        run = add_run(store, "teacher-1", "teacher")
+        add_samples(store, run, [
+            (a.pair_id, 0, answer_text(a, a.label, "cot_first", 10)),      # right, clean (one char longer)
+            (a.pair_id, 1, answer_text(a, a.label, "cot_first", 1)),       # right, clean
+            (a.pair_id, 2, answer_text(a, wrong_label(a.label, 1), "cot_first", 2)),  # wrong label
+            (b.pair_id, 0, inconsistent_text(b)),                           # right label, inconsistent
+            (b.pair_id, 1, partial_text(b)),                                # right label, steps missing
+            (b.pair_id, 2, "The item looks fine to me."),                   # no label
+        ])
+        add_review(store, "accept", a.pair_id, sample_id=sample_id(run, a.pair_id, 1))
+    rows, counts = select(with_curation(ws, sft_per_pair=1), ["sft"], order="label_first")
+    assert counts["sft"]["eligible"] == 2 and counts["sft"]["rows"] == 1
+    (row,) = rows["sft"]
+    assert row["sample_id"] == sample_id(run, a.pair_id, 1)  # the reviewer-accepted answer goes first
+    assert row["completion"] == render_answer(steps_for(a, a.label, 1), a.label, "label_first")
+    assert row["completion"].startswith(f"Label: {a.label}\n1. Query understanding:")
+    assert row["reasoning_content"] in row["completion"] and "Label:" not in row["reasoning_content"]
+
+    rows, _ = select(with_curation(ws, sft_per_pair=3), ["sft"], order="cot_first")
+    assert {r["sample_id"] for r in rows["sft"]} == {sample_id(run, a.pair_id, i) for i in (0, 1)}
+    assert all(r["completion"].endswith(f"\nLabel: {a.label}") for r in rows["sft"])
+
+    short = min(len(r["completion"]) for r in rows["sft"])
+    rows, counts = select(with_curation(ws, sft_per_pair=3, sft_max_chars=short), ["sft"])
+    assert counts["sft"]["within_length"] == 1 and len(rows["sft"]) == 1
+
+
+def test_dpo_mixed_all_wrong_all_right(ws: Workspace) -> None:
+    mixed, all_wrong, all_right = some_pairs(ws, 3)
+    bad = {p.pair_id: wrong_label(p.label, "dpo") for p in (mixed, all_wrong, all_right)}
+    with open_store(ws) as store:
+        teacher = add_run(store, "teacher-1", "teacher")
+        add_samples(store, teacher, [(p.pair_id, 0, answer_text(p, p.label, "cot_first", 7))
+                                     for p in (mixed, all_wrong, all_right)])
+        policy = add_run(store, "policy-1", "policy", started=5)
+        add_samples(store, policy, [
+            (mixed.pair_id, 0, answer_text(mixed, mixed.label, "label_first", 0)),
+            (mixed.pair_id, 1, answer_text(mixed, mixed.label, "label_first", 1)),
+            (mixed.pair_id, 2, answer_text(mixed, bad[mixed.pair_id], "label_first", 2)),
+            (mixed.pair_id, 3, answer_text(mixed, bad[mixed.pair_id], "label_first", 2)),  # same text: one kept
+            *[(all_wrong.pair_id, i, answer_text(all_wrong, bad[all_wrong.pair_id], "label_first", i % 2))
+              for i in range(4)],
+            *[(all_right.pair_id, i, answer_text(all_right, all_right.label, "label_first", i)) for i in range(4)],
+        ])
+    rows, counts = select(with_curation(ws, dpo_per_pair=2), ["dpo"])
+    assert counts["dpo"]["pairs_by_case"] == {"mixed": 1, "all_wrong": 1, "all_right": 1}
+    by_pair: dict[str, list[dict]] = {}
+    for r in rows["dpo"]:
+        by_pair.setdefault(r["pair_id"], []).append(r)
+    assert all_right.pair_id not in by_pair
+
+    m = by_pair[mixed.pair_id]
+    assert len(m) == 2 and {r["chosen_from"] for r in m} == {"policy"}
+    assert {r["chosen_text"] for r in m} == {answer_text(mixed, mixed.label, "label_first", i) for i in (0, 1)}
+    assert {r["rejected_text"] for r in m} == {answer_text(mixed, bad[mixed.pair_id], "label_first", 2)}
+
+    w = by_pair[all_wrong.pair_id]
+    assert len(w) == 2 and {r["chosen_from"] for r in w} == {"teacher"}
+    # The teacher's CoT, re-rendered in the policy's answer order with the gold label.
+    assert {r["chosen_text"] for r in w} == {render_answer(steps_for(all_wrong, all_wrong.label, 7), all_wrong.label,
+                                                           "label_first")}
+    assert {r["rejected_text"] for r in w} == {answer_text(all_wrong, bad[all_wrong.pair_id], "label_first", i)
+                                               for i in (0, 1)}
+    assert all(r["chosen_text"] != r["rejected_text"] and r["label"] for r in rows["dpo"])
+
+    rows, _ = select(with_curation(ws, dpo_per_pair=2, dpo_teacher_fallback=False), ["dpo"])
+    assert {r["pair_id"] for r in rows["dpo"]} == {mixed.pair_id}
+    rows, _ = select(with_curation(ws, dpo_per_pair=1), ["dpo"])
+    assert len(rows["dpo"]) == 2
+
+
+def test_grpo_keeps_partly_solved_prompts_balanced(ws: Workspace) -> None:
+    build_store(ws, n_queries=30, teacher_n=1, policy_n=4)
+    rows, counts = select(with_curation(ws, difficulty={"gamma": 0.75}), ["grpo"])
+    g = counts["grpo"]
+    assert all(0 < r["c"] < 0.75 * r["n"] for r in rows["grpo"])
+    with open_store(ws, read_only=True) as store:
+        expected_kept = store.scalar(
+            "SELECT count(*) FROM (SELECT s.pair_id, count(*) FILTER (WHERE s.predicted_label = p.label) AS c "
+            "FROM samples s JOIN pairs p USING (pair_id) WHERE s.run_id = 'run-policy-1' GROUP BY s.pair_id) "
+            "WHERE c IN (1, 2)")
+    assert g["kept"] == expected_kept
+    assert len(set(g["labels_after"].values())) == 1  # fully balanced
+    assert g["rows"] == len(g["labels_after"]) * min(g["labels_before"].values())
+    assert g["cv_before"] > 0 and g["cv_after"] == 0
+    assert {r["difficulty"] for r in rows["grpo"]} <= {"hard", "medium"}
+
+    rows, counts = select(with_curation(ws, difficulty={"gamma": 0.75}, grpo_balance=None), ["grpo"])
+    assert counts["grpo"]["rows"] == counts["grpo"]["kept"] and counts["grpo"]["cv_after"] == counts["grpo"]["cv_before"]
+    rows, counts = select(with_curation(ws, difficulty={"gamma": 0.75}, grpo_balance=2.0), ["grpo"])
+    cap = 2 * min(counts["grpo"]["labels_before"].values())
+    assert all(n == min(cap, counts["grpo"]["labels_before"][k]) for k, n in counts["grpo"]["labels_after"].items())
+
+
+def test_curriculum_stage_follows_difficulty(ws: Workspace) -> None:
+    build_store(ws, n_queries=10, teacher_n=1, policy_n=4)
+    rows, _ = select(with_curation(ws, curriculum=["easy", "medium", "hard", "unsolved"]), ["sft"])
+    order = {"easy": 1, "medium": 2, "hard": 3, "unsolved": 4}
+    assert rows["sft"] and all(r["stage"] == order[r["difficulty"]] for r in rows["sft"])
+    rows, _ = select(with_curation(ws, curriculum=["hard", "easy"]), ["sft"])
+    assert all(r["stage"] == {"hard": 1, "easy": 2}.get(r["difficulty"], 3) for r in rows["sft"])
+
+
+def test_reviews_win(ws: Workspace) -> None:
+    rejected, relabelled, edited = some_pairs(ws, 3)
+    new_label = wrong_label(relabelled.label, "relabel")
+    with open_store(ws) as store:
+        teacher = add_run(store, "teacher-1", "teacher")
+        add_samples(store, teacher, [
+            (rejected.pair_id, 0, answer_text(rejected, rejected.label, "cot_first")),
+            (relabelled.pair_id, 0, answer_text(relabelled, relabelled.label, "cot_first", 0)),
+            (relabelled.pair_id, 1, answer_text(relabelled, new_label, "cot_first", 1)),
+            (edited.pair_id, 0, answer_text(edited, wrong_label(edited.label, 3), "cot_first")),
+        ])
+        policy = add_run(store, "policy-1", "policy", started=5)
+        add_samples(store, policy, [
+            (rejected.pair_id, 0, answer_text(rejected, rejected.label, "label_first", 0)),
+            (rejected.pair_id, 1, answer_text(rejected, wrong_label(rejected.label, 4), "label_first", 1)),
+            (rejected.pair_id, 2, answer_text(rejected, wrong_label(rejected.label, 5), "label_first", 2)),
+        ])
+        add_review(store, "reject", rejected.pair_id, sample_id=sample_id(teacher, rejected.pair_id, 0))
+        add_review(store, "reject", rejected.pair_id, sample_id=sample_id(policy, rejected.pair_id, 1))
+        add_review(store, "relabel", relabelled.pair_id, new_label=new_label)
+        fixed = [Step(name=s.name, text=f"Edited: {s.text}") for s in steps_for(edited, edited.label)]
+        add_review(store, "edit", edited.pair_id, sample_id=sample_id(teacher, edited.pair_id, 0),
+                   edited_text=render_answer(fixed, edited.label, "cot_first"))
+        # An undone rejection no longer counts.
+        undone = add_review(store, "reject", edited.pair_id, sample_id=sample_id(teacher, edited.pair_id, 0), minutes=5)
+        add_review(store, "undo", edited.pair_id, reason=undone, minutes=6)
+    rows, _ = select(ws, ["sft", "dpo"])
+    sft = {r["pair_id"]: r for r in rows["sft"]}
+    assert rejected.pair_id not in sft
+    assert sft[relabelled.pair_id]["sample_id"] == sample_id(teacher, relabelled.pair_id, 1)
+    assert sft[relabelled.pair_id]["label"] == new_label
+    assert sft[relabelled.pair_id]["completion"].startswith(f"Label: {new_label}\n")
+    assert sft[edited.pair_id]["completion"] == render_answer(fixed, edited.label, "label_first")
+    used = {r["chosen_sample_id"] for r in rows["dpo"]} | {r["rejected_sample_id"] for r in rows["dpo"]}
+    assert sample_id(policy, rejected.pair_id, 1) not in used
+    assert {r["rejected_sample_id"] for r in rows["dpo"]} == {sample_id(policy, rejected.pair_id, 2)}
+
+
+def test_steps_from_step_marks(ws: Workspace) -> None:
+    a, b, c = some_pairs(ws, 3)
+    with open_store(ws) as store:
+        policy = add_run(store, "policy-1", "policy")
+        add_samples(store, policy, [(p.pair_id, 0, answer_text(p, p.label, "label_first")) for p in (a, b, c)])
+        for i in range(5):  # every step marked
+            add_review(store, "step", a.pair_id, sample_id=sample_id(policy, a.pair_id, 0), step_index=i,
+                       step_correct=i != 3)
+        add_review(store, "accept", b.pair_id, sample_id=sample_id(policy, b.pair_id, 0))
+        add_review(store, "step", b.pair_id, sample_id=sample_id(policy, b.pair_id, 0), step_index=2, step_correct=False)
+        add_review(store, "step", c.pair_id, sample_id=sample_id(policy, c.pair_id, 0), step_index=0, step_correct=True)
+        # A later mark on the same step supersedes the earlier one.
+        add_review(store, "step", a.pair_id, sample_id=sample_id(policy, a.pair_id, 0), step_index=0,
+                   step_correct=False, minutes=9)
+    rows, counts = select(ws, ["steps"])
+    assert counts["steps"] == {"marked_samples": 3, "incomplete": 1, "rows": 2}
+    by_pair = {r["pair_id"]: r for r in rows["steps"]}
+    assert by_pair[a.pair_id]["labels"] == [False, True, True, False, True]
+    assert by_pair[b.pair_id]["labels"] == [True, True, False, True, True]
+    assert by_pair[a.pair_id]["completions"][1].startswith("2. Item understanding: ")
+    assert len(by_pair[a.pair_id]["completions"]) == 5
+
+
+@pytest.mark.slow
+def test_diversity_filter_drops_near_duplicate_reasoning(ws: Workspace) -> None:
+    """Real embeddings (all-MiniLM-L6-v2 through retrieval's embedder)."""
+    from retrieval.embedder import Embedder
+
+    a, b = some_pairs(ws, 2)
+    other = [Step(name="query_understanding", text="Shoppers want a specific product for a concrete task."),
+             Step(name="item_understanding", text="This listing covers an unrelated accessory kit."),
+             Step(name="category_matching", text="Categories share the department only."),
+             Step(name="attribute_matching", text="None of the requested attributes are present."),
+             Step(name="relevance_judgement", text=f"Weak match overall: {SCHEME.grade(b.label).name}, grade {b.label}.")]
+    with open_store(ws) as store:
+        teacher = add_run(store, "teacher-1", "teacher")
+        add_samples(store, teacher, [
+            (a.pair_id, 0, answer_text(a, a.label, "cot_first", 0)),
+            (a.pair_id, 1, answer_text(a, a.label, "cot_first", 1)),  # differs by one digit
+            (b.pair_id, 0, answer_text(b, b.label, "cot_first", 0)),
+            (b.pair_id, 1, render_answer(other, b.label, "cot_first")),
+        ])
+    embed = Embedder(ws.config.index.embedder).encode
+    rows, counts = select(with_curation(ws, sft_per_pair=2, diversity_threshold=0.97), ["sft"], embed=embed)
+    kept = {(r["pair_id"], r["sample_id"]) for r in rows["sft"]}
+    assert counts["sft"]["near_duplicates"] == 1
+    assert len([k for k in kept if k[0] == a.pair_id]) == 1
+    assert {k for k in kept if k[0] == b.pair_id} == {(b.pair_id, sample_id(teacher, b.pair_id, i)) for i in (0, 1)}
+    rows, counts = select(with_curation(ws, sft_per_pair=2), ["sft"])
+    assert counts["sft"]["near_duplicates"] == 0 and len(rows["sft"]) == 4

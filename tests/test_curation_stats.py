@@ -1,0 +1,142 @@
+"""pass@k, majority vote, parse rate, confusion and difficulty on a real store of CrowdFlower pairs."""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from helpers_curation import (
+    PairRow,
+    add_review,
+    add_run,
+    add_samples,
+    answer_text,
+    build_store,
+    copy_workspace,
+    ingest_crowdflower,
+)
+
+from curation.difficulty import store_difficulty
+from curation.stats import install_macros, pair_stats, resolve_runs, run_stats
+from curation.store import open_store
+from schemas.config import DifficultyBins
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    root = tmp_path_factory.mktemp("curation-stats") / "ws"
+    build_store(ingest_crowdflower(root, shared_data), n_queries=20)
+    return root
+
+
+@pytest.fixture
+def ws(base: Path, tmp_path: Path):
+    return copy_workspace(base, tmp_path / "ws")
+
+
+def brute_pass_at_k(n: int, c: int, k: int) -> float:
+    """Share of the k-subsets of n samples (c of them right) that hold at least one right sample."""
+    right = set(range(c))
+    subsets = list(combinations(range(n), k))
+    return sum(1 for s in subsets if right & set(s)) / len(subsets)
+
+
+def test_pass_at_k_matches_enumeration(ws) -> None:
+    with open_store(ws, read_only=True) as store:
+        install_macros(store)
+        cases = [(n, c, k) for n in range(1, 10) for c in range(n + 1) for k in range(1, n + 1)]
+        got = {case: store.scalar("SELECT pass_at_k(?, ?, ?)", list(case)) for case in cases}
+        assert store.scalar("SELECT pass_at_k(3, 1, 4)") is None  # k > n: undefined
+    for (n, c, k), value in got.items():
+        assert value == pytest.approx(brute_pass_at_k(n, c, k), abs=1e-9), (n, c, k)
+
+
+def test_run_stats_per_run_and_per_pair(ws) -> None:
+    with open_store(ws, read_only=True) as store:
+        runs = resolve_runs(store)
+        stats = {s.name: s for s in run_stats(store, runs)}
+        per_pair = pair_stats(store, next(r for r in runs if r.name == "policy-1"))
+        truth = store.query(
+            "SELECT s.pair_id, count(*) AS n, count(*) FILTER (WHERE s.predicted_label = p.label) AS c, "
+            "list(s.predicted_label) AS labels FROM samples s JOIN pairs p USING (pair_id) "
+            "WHERE s.run_id = 'run-policy-1' GROUP BY s.pair_id ORDER BY s.pair_id")
+    policy = stats["policy-1"]
+    assert [r["pair_id"] for r in per_pair] == [t["pair_id"] for t in truth]
+    for row, t in zip(per_pair, truth, strict=True):
+        assert (row["n"], row["c"]) == (t["n"], t["c"])
+        assert row["pass_at_k"] == pytest.approx([brute_pass_at_k(t["n"], t["c"], k) for k in range(1, t["n"] + 1)])
+        top = max(t["labels"].count(x) for x in set(t["labels"]))
+        assert row["majority"] == min(x for x in set(t["labels"]) if t["labels"].count(x) == top)
+    for k in range(1, 5):
+        expected = sum(brute_pass_at_k(t["n"], t["c"], k) for t in truth) / len(truth)
+        assert policy.pass_at_k[k] == pytest.approx(expected)
+    assert policy.pass_at_k[1] == pytest.approx(policy.accuracy)  # unbiased pass@1 is the sample accuracy
+    assert all(policy.pass_at_k[k] <= policy.pass_at_k[k + 1] for k in range(1, 4))
+    assert policy.majority_accuracy == pytest.approx(sum(r["majority_correct"] for r in per_pair) / len(per_pair))
+    assert sum(sum(row.values()) for row in policy.confusion.values()) == policy.samples
+    assert sum(policy.confusion[g].get(g, 0) for g in policy.confusion) == sum(t["c"] for t in truth)
+    assert {x.label for x in policy.labels} == set(policy.confusion)
+    assert stats["teacher-1"].n_max == 2 and policy.n_max == 4
+
+
+def test_parse_rate_counts_unparsed_answers_as_wrong(ws) -> None:
+    with open_store(ws) as store:
+        pair_id, gold, query, title = store.one("SELECT pair_id, label, query, title FROM pairs ORDER BY pair_id LIMIT 1")
+        run_id = add_run(store, "policy-2", "policy", started=20)
+        pair = PairRow(pair_id, "", query, title, gold)
+        add_samples(store, run_id, [(pair_id, 0, answer_text(pair, gold, "label_first")),
+                                    (pair_id, 1, "I cannot decide."), (pair_id, 2, "")])
+        stats = run_stats(store, resolve_runs(store, ["policy-2"]))[0]
+    assert stats.parse_rate == pytest.approx(1 / 3)
+    assert stats.accuracy == pytest.approx(1 / 3)
+    assert stats.confusion[gold] == {gold: 1, "(unparsed)": 2}
+    assert stats.pass_at_k[1] == pytest.approx(1 / 3) and stats.pass_at_k[3] == 1.0
+
+
+def test_relabel_changes_correctness(ws) -> None:
+    """Correctness is recomputed against the gold label after reviews, never read from samples.correct."""
+    with open_store(ws) as store:
+        runs = resolve_runs(store, ["policy-1"])
+        before = run_stats(store, runs)[0]
+        pair_id, gold, wrong = store.one(
+            "SELECT s.pair_id, p.label, s.predicted_label FROM samples s JOIN pairs p USING (pair_id) "
+            "WHERE s.run_id = 'run-policy-1' AND s.predicted_label <> p.label ORDER BY s.sample_id LIMIT 1")
+        c_old, c_new = store.one(
+            "SELECT count(*) FILTER (WHERE predicted_label = ?), count(*) FILTER (WHERE predicted_label = ?) "
+            "FROM samples WHERE run_id = 'run-policy-1' AND pair_id = ?", [gold, wrong, pair_id])
+        store.con.execute("UPDATE samples SET correct = true")  # a stale column must not matter
+        add_review(store, "relabel", pair_id, new_label=wrong)
+        after = run_stats(store, runs)[0]
+    assert after.samples == before.samples
+    assert round((after.accuracy - before.accuracy) * after.samples) == c_new - c_old
+
+
+def test_difficulty_bins_stored_per_run(ws) -> None:
+    bins = DifficultyBins(gamma=0.5)
+    with open_store(ws) as store:
+        runs = resolve_runs(store, role="policy")
+        summary = store_difficulty(store, runs, bins)
+        again = store_difficulty(store, runs, bins)  # recomputing replaces, never duplicates
+        rows = store.query("SELECT pair_id, n, c, difficulty, gamma FROM pair_difficulty WHERE run_id = 'run-policy-1'")
+    assert summary == again
+    assert sum(summary["policy-1"].values()) == len(rows)
+    for r in rows:
+        c, n = r["c"], r["n"]
+        expected = "unsolved" if c == 0 else "easy" if c == n else "hard" if c <= 0.5 * n else "medium"
+        assert r["difficulty"] == expected and r["gamma"] == 0.5
+    assert {r["difficulty"] for r in rows} == {"easy", "medium", "hard", "unsolved"}
+
+
+def test_cli_stats_and_difficulty(ws, cli) -> None:
+    out = json.loads(cli("curate", "stats", "-w", str(ws.root), "--json").stdout)
+    assert [r["name"] for r in out] == ["teacher-1", "policy-1"]
+    assert set(out[1]["pass_at_k"]) == {"1", "2", "3", "4"}
+    pairs_file = ws.root / "pairs.parquet"
+    table = cli("curate", "stats", "-w", str(ws.root), "--run", "policy-1", "--pairs", str(pairs_file)).stdout
+    assert "pass@4" in table and "confusion" in table
+    assert pq.read_table(pairs_file).num_rows == out[1]["pairs"]
+    bad = cli("curate", "difficulty", "-w", str(ws.root), "--run", "nope", check=False)
+    assert bad.returncode == 2 and "run 'nope': no such run" in bad.stderr
