@@ -22,15 +22,12 @@ from schemas.sample import Step
 
 SCHEME = BUILTIN_SCHEMES["crowdflower"]
 SPLITS = ("train", "validation", "test")
-SYSTEM = (
-    "You judge how relevant a product is to an e-commerce search query. Grades, best first:\n{grades}\n"
-    "Answer with `Label: <grade id>` on the first line, then five numbered steps: query understanding, "
-    "item understanding, category matching, attribute matching, relevance judgement."
-)
+# Short on purpose: on this CPU a forward pass costs about 3 s per 300 prompt tokens.
+SYSTEM = "Grade how relevant the item is to the search query: {grades}. Start with `Label: <grade>`, then reason in five steps."
 _TAG = re.compile(r"<[^>]+>")
 
 
-def crowdflower_pairs(csv_path: Path, limit: int | None = None, seed: int = 0) -> list[dict]:
+def crowdflower_pairs(csv_path: Path, limit: int | None = None, seed: int = 0, description_chars: int = 0) -> list[dict]:
     """CrowdFlower rows as pairs (query, title, description, label L1..L4), in a seeded order."""
     with csv_path.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -42,7 +39,7 @@ def crowdflower_pairs(csv_path: Path, limit: int | None = None, seed: int = 0) -
             "query_id": hashlib.sha1(row["query"].strip().lower().encode()).hexdigest()[:16],
             "query": row["query"].strip(),
             "title": row["product_title"].strip(),
-            "description": " ".join(_TAG.sub(" ", row["product_description"]).split())[:300],
+            "description": " ".join(_TAG.sub(" ", row["product_description"]).split())[:description_chars],
             "label": SCHEME.map_raw(row["median_relevance"]),
         })
     return pairs
@@ -61,7 +58,7 @@ def split_by_query(pairs: list[dict], seed: int = 0, fractions: tuple[float, flo
 
 
 def prompt_messages(pair: dict, scheme: LabelScheme = SCHEME) -> list[dict]:
-    grades = "\n".join(f"{g.id} {g.name}: {g.meaning}" for g in scheme.grades)
+    grades = ", ".join(f"{g.id} {g.name}" for g in scheme.grades)
     item = pair["title"] + (f"\nDescription: {pair['description']}" if pair["description"] else "")
     return [
         {"role": "system", "content": SYSTEM.format(grades=grades)},
@@ -74,10 +71,11 @@ def template_steps(pair: dict, label: str, scheme: LabelScheme = SCHEME) -> list
     grade = scheme.grade(label)
     return [
         Step(name="query_understanding", text=f"The user searches for \"{pair['query']}\"."),
-        Step(name="item_understanding", text=f"The item is \"{pair['title'][:80]}\"."),
+        Step(name="item_understanding", text=f"The item is \"{pair['title'][:60]}\"."),
         Step(name="category_matching", text="The category fits the query." if scheme.is_relevant(label)
              else "The category does not fit the query."),
-        Step(name="attribute_matching", text=grade.meaning),
+        Step(name="attribute_matching", text="The attributes match." if label == scheme.ids[0]
+             else "Some attributes differ or are unstated."),
         Step(name="relevance_judgement", text=f"{grade.name}, so the grade is {label}."),
     ]
 
