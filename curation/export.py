@@ -180,11 +180,20 @@ def split_names(fractions: dict[str, float], tables: dict[str, pa.Table]) -> lis
 
 
 def _write_kind(folder: Path, kind: str, table: pa.Table, splits: list[str]) -> dict[str, int]:
-    """One kind: a DatasetDict via save_to_disk under <kind>/ and one Parquet file per split under data/<kind>/."""
+    """One kind: a DatasetDict via save_to_disk under <kind>/ and one Parquet file per split under data/<kind>/.
+
+    Empty splits are left out of both (datasets cannot load an empty split back from disk); counts keep them.
+    """
     import datasets
     from datasets.table import InMemoryTable
 
-    parts = {s: table.filter(pc.equal(table["split"], s)).drop_columns(["split"]) for s in splits}
+    counts = {s: 0 for s in splits}
+    parts = {}
+    for s in splits:
+        part = table.filter(pc.equal(table["split"], s)).drop_columns(["split"])
+        counts[s] = part.num_rows
+        if part.num_rows:
+            parts[s] = part
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # our own progress display is running
     try:
@@ -197,7 +206,7 @@ def _write_kind(folder: Path, kind: str, table: pa.Table, splits: list[str]) -> 
     data.mkdir(parents=True, exist_ok=True)
     for s, t in parts.items():
         pq.write_table(t, data / f"{s}.parquet")
-    return {s: t.num_rows for s, t in parts.items()}
+    return counts
 
 
 def _stale_temp_dirs(root: Path) -> list[Path]:

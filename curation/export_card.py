@@ -32,12 +32,13 @@ def front_matter(manifest: dict[str, Any], schemas: dict[str, pa.Schema]) -> dic
         "task_categories": ["text-generation", "text-classification"],
         "tags": ["cotgen", "chain-of-thought", "search-relevance", "trl"],
         "configs": [
-            {"config_name": kind, "data_files": [{"split": s, "path": f"data/{kind}/{s}.parquet"} for s in splits]}
+            {"config_name": kind,
+             "data_files": [{"split": s, "path": f"data/{kind}/{s}.parquet"} for s, n in splits.items() if n]}
             for kind, splits in counts.items()
         ],
         "dataset_info": [
             {"config_name": kind, "features": _features(schemas[kind]),
-             "splits": [{"name": s, "num_examples": n} for s, n in splits.items()]}
+             "splits": [{"name": s, "num_examples": n} for s, n in splits.items() if n]}
             for kind, splits in counts.items()
         ],
     }
