@@ -28,6 +28,7 @@ class TrainConfig:
     save_steps: int = 200  # a checkpoint every N steps is what a re-run resumes from
     save_total_limit: int = 2
     gradient_checkpointing: bool = False  # saves memory on big models; only slows small ones
+    time_budget_s: float | None = None  # stop (and save) after the step that crosses this many seconds
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32

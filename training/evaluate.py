@@ -22,9 +22,9 @@ from training.predict import (
 )
 
 Mode = Literal["generate", "label-prob"]
-# Sets that carry a prompt and the gold label, in order of preference.
-EVAL_KINDS = ("sft", "grpo")
-
+# Sets whose rows carry a prompt and the gold label. Each holds only the pairs its selection kept (sft: the
+# teacher was right; grpo: hard for the policy), so evaluation takes the union to cover the split.
+EVAL_KINDS = ("sft", "grpo", "dpo", "steps")
 
 @dataclass
 class EvalOptions:
@@ -58,18 +58,24 @@ class EvalResult:
 
 
 def eval_rows(version: ExportedVersion, split: str, limit: int | None) -> list[dict[str, Any]]:
-    """prompt, label and pair_id of a split, from the first set that has them."""
-    kind = next((k for k in EVAL_KINDS if k in version.kinds), None)
-    if kind is None:
-        raise CotgenError(f"{version.path}: no sft or grpo set to evaluate on (it has: {', '.join(version.kinds)})")
-    ds = version.split(kind, split).select_columns(["prompt", "label", "pair_id"])
-    if limit is not None:
-        ds = ds.select(range(min(limit, len(ds))))
-    rows = ds.to_list()
-    unknown = sorted({r["label"] for r in rows} - set(version.scheme.ids))
+    """prompt, label and pair_id of every pair in the split, over all sets that hold it, first set wins."""
+    kinds = [k for k in EVAL_KINDS if k in version.kinds]
+    if not kinds:
+        raise CotgenError(f"{version.path}: no set with prompts and labels to evaluate on (it has: {', '.join(version.kinds)})")
+    rows: dict[str, dict[str, Any]] = {}
+    for kind in kinds:
+        sets = version.load(kind)
+        if split not in sets:
+            continue
+        for row in sets[split].select_columns(["prompt", "label", "pair_id"]).to_list():
+            rows.setdefault(row["pair_id"], row)
+    if not rows:
+        raise CotgenError(f"{version.name}@v{version.version}: no rows in split '{split}' of {', '.join(kinds)}")
+    unknown = sorted({r["label"] for r in rows.values()} - set(version.scheme.ids))
     if unknown:
-        raise CotgenError(f"{version.path / kind}/{split}: label: {unknown} not in scheme {version.scheme.name}")
-    return rows
+        raise CotgenError(f"{version.path}: split {split}: label: {unknown} not in scheme {version.scheme.name}")
+    ordered = sorted(rows.values(), key=lambda r: r["pair_id"])
+    return ordered[:limit] if limit is not None else ordered
 
 
 def choose_mode(version: ExportedVersion, mode: Mode | None) -> Mode:
@@ -107,8 +113,6 @@ def evaluate(model_ref: str, version: ExportedVersion, opts: EvalOptions,
     if opts.cumpt and mode != "label-prob":
         raise CotgenError("--cumpt needs label probabilities: use --mode label-prob on a label_first export")
     rows = eval_rows(version, opts.split, opts.limit)
-    if not rows:
-        raise CotgenError(f"{version.name}@v{version.version}:{opts.split} has no rows to evaluate")
     lm = load_model(model_ref)
     started = time.monotonic()
     preds = predict(lm, version, rows, mode, opts, progress)

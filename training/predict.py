@@ -93,19 +93,32 @@ class LabelReading:
     continuations: dict[str, list[int]]
 
 
-def label_reading(tokenizer: PreTrainedTokenizerBase, prompt_text: str, scheme: LabelScheme) -> LabelReading:
-    """Tokenise prompt + `Label: <id>` for every label together, so merges across the boundary come out right."""
-    seqs = {g: tokenizer(prompt_text + LABEL_LINE.format(label=g), add_special_tokens=False)["input_ids"]
-            for g in scheme.ids}
+def _common_prefix(seqs: dict[str, list[int]]) -> int:
     shortest = min(len(s) for s in seqs.values())
     common = 0
     while common < shortest and len({s[common] for s in seqs.values()}) == 1:
         common += 1
-    prefix = next(iter(seqs.values()))[:common]
-    continuations = {g: s[common:] for g, s in seqs.items()}
-    firsts = {g: c[0] for g, c in continuations.items() if c}
-    distinct = len(firsts) == len(seqs) and len(set(firsts.values())) == len(seqs)
-    return LabelReading(prefix, firsts if distinct else None, continuations)
+    return common
+
+
+def label_reading(tokenizer: PreTrainedTokenizerBase, prompt_text: str, scheme: LabelScheme) -> LabelReading:
+    """Tokenise prompt + `Label: <id>` for every label together, so merges across the boundary come out right.
+
+    When one label's tokens are a prefix of another's ("Good" / "Goodish"), the label line's newline is
+    scored too, so each label is a complete sequence and the sequence scores form a distribution.
+    """
+    def encode(suffix: str) -> dict[str, list[int]]:
+        return {g: tokenizer(prompt_text + LABEL_LINE.format(label=g) + suffix, add_special_tokens=False)["input_ids"]
+                for g in scheme.ids}
+
+    seqs = encode("")
+    common = _common_prefix(seqs)
+    firsts = {g: s[common] for g, s in seqs.items() if len(s) > common}
+    if len(firsts) == len(seqs) and len(set(firsts.values())) == len(seqs):
+        return LabelReading(seqs[scheme.ids[0]][:common], firsts, {g: s[common:] for g, s in seqs.items()})
+    seqs = encode("\n")
+    common = _common_prefix(seqs)
+    return LabelReading(seqs[scheme.ids[0]][:common], None, {g: s[common:] for g, s in seqs.items()})
 
 
 def _left_pad(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer
-from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_callback import PrinterCallback, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl.trainer.callbacks import RichProgressCallback
 
@@ -72,6 +73,23 @@ def lora_config(cfg: TrainConfig) -> Any:
                       target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
 
 
+class TimeBudget(TrainerCallback):
+    """Ends training after the step that crosses the budget; the Trainer then saves as at any normal end."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() - self.started >= self.seconds:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
 def _check_same_data(output_dir: Path, trainer: str, version: ExportedVersion) -> None:
     previous = read_run_manifest(output_dir)
     if previous is None:
@@ -123,9 +141,11 @@ def run_training(kind: str, version: ExportedVersion, model_ref: str, output_dir
     }
     write_run_manifest(output_dir, manifest)
     trainer = build(model_path, tokenizer, lora_config(cfg))
+    trainer.remove_callback(PrinterCallback)  # it prints raw dicts to stdout, which would break --json
     if progress:
-        trainer.remove_callback(PrinterCallback)
         trainer.add_callback(RichProgressCallback())
+    if cfg.time_budget_s:
+        trainer.add_callback(TimeBudget(cfg.time_budget_s))
     resume = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     output = trainer.train(resume_from_checkpoint=resume)
     _save_final(trainer, tokenizer, output_dir, cfg.lora)

@@ -1,0 +1,184 @@
+"""Training and evaluation end to end on a real export: real store, `cotgen export`, TRL trainers, SmolLM2 on CPU.
+
+The store holds the example pairs plus synthetic teacher/policy runs written with SQL (as curation's tests do);
+`cotgen export` turns them into the version every test trains on. Steps and lengths are tiny: CPU time is shared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from helpers_curation import add_review, build_store
+
+from curation.store import open_store
+from schemas.datasets import DatasetRef
+from schemas.errors import CotgenError
+from schemas.labels import Grade, LabelScheme
+from schemas.workspace import Workspace
+from training.configs import DPOTrainConfig, GRPOTrainConfig, SFTTrainConfig
+from training.data import open_version
+from training.evaluate import eval_rows
+from training.metrics import scheme_metrics
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+TINY = ["--set", "batch_size=2", "--set", "grad_accum=1", "--set", "max_length=192", "--set", "save_steps=1",
+        "--set", "logging_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """`cotgen init --example` + ingest, synthetic runs and a few step marks, then `cotgen export relevance`."""
+    root = tmp_path_factory.mktemp("training") / "ws"
+    run_cli("init", "--example", str(root))
+    run_cli("ingest", "-w", str(root))
+    with (root / "cotgen.toml").open("a", encoding="utf-8") as f:
+        f.write("\n[training]\nmax_steps = 1\neval_limit = 4\n")
+    workspace = Workspace.open(root)
+    build_store(workspace, n_queries=12)
+    with open_store(workspace) as store:
+        marked = store.rows("SELECT pair_id, sample_id FROM samples WHERE run_id = 'run-policy-1' ORDER BY sample_id LIMIT 12")
+        for i, (pair_id, sample_id) in enumerate(marked):
+            add_review(store, "accept", pair_id, sample_id=sample_id)
+            add_review(store, "step", pair_id, sample_id=sample_id, step_index=i % 5, step_correct=False)
+    run_cli("export", "relevance", "--kind", "all", "-w", str(root))
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def sft_run(ws: Workspace) -> dict:
+    """One SFT step through the real CLI; the output directory is what later tests resume and evaluate."""
+    proc = run_cli("train", "sft", "--dataset", "relevance", "--model", "bundled:smollm2-135m-instruct",
+                   "--max-steps", "1", *TINY, "-w", str(ws.root), "--json")
+    return json.loads(proc.stdout)
+
+
+def test_export_is_what_training_reads(ws: Workspace) -> None:
+    version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
+    assert version.order == "label_first" and version.scheme.ids == ["L4", "L3", "L2", "L1"]
+    assert {"sft", "dpo", "grpo", "steps"} <= set(version.kinds)
+    assert len(version.content_hash) == 64
+
+
+def test_sft_via_cli_writes_model_checkpoint_and_manifest(ws: Workspace, sft_run: dict) -> None:
+    out = ws.runs_dir / "relevance-sft"
+    assert sft_run["output_dir"] == str(out) and sft_run["global_step"] == 1
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+    assert (out / "tokenizer_config.json").exists() and (out / "checkpoint-1").is_dir()
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
+    assert manifest["status"] == "finished" and manifest["trainer"] == "sft"
+    assert manifest["dataset"]["name"] == "relevance" and manifest["dataset"]["version"] == version.version
+    assert manifest["dataset"]["content_hash"] == version.content_hash
+    assert manifest["base_model"]["ref"] == "bundled:smollm2-135m-instruct"
+    assert manifest["config"]["max_steps"] == 1 and manifest["config"]["batch_size"] == 2
+    assert manifest["toolkit_version"] and manifest["precision"] == "fp32"
+    assert manifest["scheme_definition"]["name"] == version.scheme.name
+
+
+def test_resume_continues_from_the_last_checkpoint(ws: Workspace, sft_run: dict) -> None:
+    from training.sft import train_sft
+
+    out = Path(sft_run["output_dir"])
+    version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
+    cfg = SFTTrainConfig(max_steps=2, batch_size=2, grad_accum=1, max_length=192, save_steps=100)
+    result = train_sft(version, "bundled:smollm2-135m-instruct", out, cfg)
+    assert result.resumed_from == str(out / "checkpoint-1")
+    assert result.global_step == 2
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["global_step"] == 2 and manifest["resumed_from"].endswith("checkpoint-1")
+    assert (out / "checkpoint-2").is_dir()  # the final step is always saved, so a later run resumes from it
+
+    other = dataclasses.replace(version, manifest={**version.manifest, "content_hash": "0" * 64})
+    with pytest.raises(CotgenError, match="would mix runs"):
+        train_sft(other, "bundled:smollm2-135m-instruct", out, cfg)
+
+
+def test_eval_cli_label_prob_with_cumpt(ws: Workspace, sft_run: dict) -> None:
+    proc = run_cli("eval", "--model", "runs/relevance-sft", "--dataset", "relevance:test", "--cumpt", "-w", str(ws.root),
+                   "--json")
+    report = json.loads(proc.stdout)
+    version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
+    rows = eval_rows(version, "test", None)
+    assert report["mode"] == "label-prob" and report["split"] == "test"
+    assert report["metrics"]["n"] == len(rows) and report["metrics"]["parsed"] == len(rows)
+    preds = [json.loads(line) for line in Path(report["files"]["predictions"]).read_text().splitlines()]
+    assert {p["pair_id"] for p in preds} == {r["pair_id"] for r in rows}
+    for p in preds:
+        assert set(p["probs"]) == set(version.scheme.ids)
+        assert sum(p["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert p["predicted"] == max(p["probs"], key=p["probs"].get)
+    recomputed = scheme_metrics([p["gold"] for p in preds], [p["predicted"] for p in preds], version.scheme)
+    assert report["metrics"]["macro_f1"] == pytest.approx(recomputed.macro_f1)
+    assert report["metrics"]["qwk"] == pytest.approx(recomputed.qwk)
+    cumpt = report["cumpt"]
+    assert 0 < cumpt["beta"] <= 1 and cumpt["calibrated_on"] == "validation"
+    assert cumpt["tiers"] == {"Good": ["L4", "L3"], "Mid": ["L2"], "Bad": ["L1"]}
+    assert Path(report["files"]["confusion"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_and_eval_stages(ws: Workspace, sft_run: dict) -> None:
+    proc = run_cli("run", "--stage", "train", "--stage", "eval", "-w", str(ws.root), "--json")
+    results = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    assert results["train"]["skipped"] is True  # [training].max_steps = 1 and the run on this version is done
+    assert results["eval"]["model"] == str(ws.runs_dir / "relevance-sft")
+    assert results["eval"]["rows"] == min(4, len(eval_rows(open_version(ws.datasets_dir, DatasetRef("relevance")), "test", None)))
+
+
+def test_dpo_with_lora_a_step(ws: Workspace) -> None:
+    from training.dpo import train_dpo
+
+    version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
+    out = ws.runs_dir / "dpo-lora"
+    cfg = DPOTrainConfig(max_steps=1, batch_size=2, grad_accum=1, max_length=192, lora=True, save_steps=100)
+    result = train_dpo(version, "bundled:smollm2-135m-instruct", out, cfg)
+    assert result.global_step == 1
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()  # merged: loads without peft
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["trainer"] == "dpo" and manifest["config"]["lora"] is True and manifest["config"]["beta"] == 0.1
+    assert "rewards/margins" in json.dumps(json.loads((out / "checkpoint-1" / "trainer_state.json").read_text()))
+
+
+def test_grpo_a_step_with_label_format_and_step_rewards(ws: Workspace) -> None:
+    from training.grpo import train_grpo
+
+    version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
+    out = ws.runs_dir / "grpo"
+    cfg = GRPOTrainConfig(max_steps=1, batch_size=2, group_size=2, max_completion_length=8, beta=0.0, max_length=192,
+                          save_steps=100)
+    result = train_grpo(version, "bundled:smollm2-135m-instruct", out, cfg)
+    assert result.global_step == 1
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["rewards"] == ["label_correctness", "answer_format", "step_agreement"]
+    assert manifest["config"]["group_size"] == 2
+    state = json.loads((out / "checkpoint-1" / "trainer_state.json").read_text())
+    logged = state["log_history"][0]
+    assert "rewards/label_correctness/mean" in logged and "rewards/answer_format/mean" in logged
+
+
+def test_label_probabilities_sum_to_one_and_generation_parses(ws: Workspace) -> None:
+    from training.predict import generate_predictions, label_prob_predictions, label_reading, load_model
+
+    version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
+    rows = eval_rows(version, "train", 3)
+    lm = load_model("bundled:smollm2-135m-instruct")
+    for pred in label_prob_predictions(lm, rows, version.scheme, batch_size=3):
+        assert set(pred.probs) == set(version.scheme.ids)
+        assert sum(pred.probs.values()) == pytest.approx(1.0, abs=1e-6)
+        assert 0 < pred.label_mass <= 1.0
+    # Labels that share their first tokens ("Good" / "Goodish") are scored as whole sequences; still a distribution.
+    shared = LabelScheme(name="shared", relevant=["G"], grades=[
+        Grade(id="Good", name="good", meaning="."), Grade(id="Goodish", name="goodish", meaning="."),
+        Grade(id="Bad", name="bad", meaning=".")])
+    gold = [{**r, "label": "Good"} for r in rows[:2]]
+    prompt_text = lm.tokenizer.apply_chat_template(gold[0]["prompt"], add_generation_prompt=True, tokenize=False)
+    assert label_reading(lm.tokenizer, prompt_text, shared).next_token is None
+    for pred in label_prob_predictions(lm, gold, shared, batch_size=2):
+        assert sum(pred.probs.values()) == pytest.approx(1.0, abs=1e-6)
+    generated = generate_predictions(lm, rows[:2], version.scheme, max_new_tokens=12, batch_size=2)
+    assert all(p.text and p.parse_status in ("ok", "partial", "no_label", "empty") for p in generated)
