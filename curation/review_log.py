@@ -12,6 +12,7 @@ import fcntl
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -217,64 +218,96 @@ def flush_workspace(ws: Workspace, timeout_s: float | None = None) -> FlushRepor
         raise
 
 
-class BackgroundFlusher:
-    """Copies journal entries into the store off the UI thread, retrying while another process holds it."""
+class BackgroundStore:
+    """A session's store visits, off the UI thread: copy the journal and run queued jobs (claims ahead).
 
-    def __init__(self, flush: Callable[[], FlushReport], retry_s: float = 0.25, max_retry_s: float = 2.0):
-        self._flush = flush
-        self._retry_s = retry_s
+    One short connection per visit, at most one visit per `min_interval_s` for journal copies (decisions are
+    already durable, so batching them costs nothing and keeps the single-writer lock free for others);
+    a busy store is retried with backoff.
+    """
+
+    def __init__(self, ws: Workspace, min_interval_s: float = 1.0, timeout_s: float = 0.5, max_retry_s: float = 2.0):
+        self.ws = ws
+        self._min_interval_s = min_interval_s
+        self._timeout_s = timeout_s
         self._max_retry_s = max_retry_s
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self.pending = False
+        self._dirty = False
+        self._jobs: list[Callable[[Store], None]] = []
+        self._last_visit = 0.0
         self.inserted = 0
         self.bad_lines: list[str] = []
         self.error: str | None = None
-        self._thread = threading.Thread(target=self._loop, name="review-flush", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="review-store", daemon=True)
         self._thread.start()
 
     def kick(self) -> None:
-        """New entries are in the journal: flush soon."""
+        """New entries are in the journal: copy them on the next visit."""
         with self._lock:
-            self.pending = True
+            self._dirty = True
         self._wake.set()
 
-    def _once(self) -> bool:
+    def submit(self, job: Callable[[Store], None]) -> None:
+        """Run `job` with a write connection on the next visit (soon, not waiting for the copy interval)."""
+        with self._lock:
+            self._jobs.append(job)
+        self._wake.set()
+
+    def _due(self) -> float | None:
+        """Seconds until the next visit is due; None when there is nothing to do."""
+        with self._lock:
+            if self._jobs:
+                return 0.0
+            if not self._dirty:
+                return None
+        return max(0.0, self._last_visit + self._min_interval_s - time.monotonic())
+
+    def _visit(self) -> bool:
+        with self._lock:
+            jobs, self._jobs = self._jobs, []
+            dirty, self._dirty = self._dirty, False
         try:
-            report = self._flush()
-        except CotgenError as e:  # e.g. a store error: keep the entries in the journal and say so
-            self.error = str(e)
+            with gated_store(self.ws, timeout_s=self._timeout_s) as store:
+                if dirty:
+                    report = flush_into(store, journal_dir(self.ws))
+                    self.inserted += report.inserted
+                    self.bad_lines.extend(report.bad_lines)
+                for job in jobs:
+                    job(store)
+        except CotgenError as e:  # busy or broken: keep the work for the next visit, say why if it is not busy
+            self.error = None if STORE_BUSY in str(e) else str(e)
+            with self._lock:
+                self._jobs = jobs + self._jobs
+                self._dirty = self._dirty or dirty
             return False
+        finally:
+            self._last_visit = time.monotonic()
         self.error = None
-        self.inserted += report.inserted
-        self.bad_lines.extend(report.bad_lines)
-        return not report.busy
+        return True
 
     def _loop(self) -> None:
-        delay = self._retry_s
+        backoff, retry_at = 0.0, 0.0
         while not self._stop.is_set():
-            self._wake.wait(timeout=delay if self.pending else None)
-            self._wake.clear()
-            if self._stop.is_set() or not self.pending:
+            due = self._due()
+            delay = None if due is None else max(due, retry_at - time.monotonic())
+            if delay is None or delay > 0:
+                self._wake.wait(timeout=delay)
+                self._wake.clear()
                 continue
-            with self._lock:
-                self.pending = False
-            if self._once():
-                delay = self._retry_s
+            if self._visit():
+                backoff, retry_at = 0.0, 0.0
             else:
-                with self._lock:
-                    self.pending = True
-                delay = min(delay * 2, self._max_retry_s)
+                backoff = min(max(2 * backoff, 0.25), self._max_retry_s)
+                retry_at = time.monotonic() + backoff
 
-    def close(self, final: Callable[[], FlushReport]) -> FlushReport:
-        """Stop the thread, then one last flush with `final` (which may wait longer for the lock)."""
+    def close(self) -> FlushReport:
+        """Stop the thread, then copy what is left, waiting up to store.lock_timeout_s for the lock."""
         self._stop.set()
         self._wake.set()
         self._thread.join()
-        report = final()
+        report = flush_workspace(self.ws)
         self.inserted += report.inserted
         self.bad_lines.extend(report.bad_lines)
-        self.pending = report.busy
         return report
-

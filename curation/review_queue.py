@@ -114,7 +114,7 @@ ORDER BY md5($seed || $annotator || g.pair_id)
 LIMIT $n
 """
 MY_COUNTS_SQL = """
-SELECT count_if(gold), count_if(NOT gold), coalesce(max(position), 0)
+SELECT coalesce(count_if(gold), 0), coalesce(count_if(NOT gold), 0), coalesce(max(position), 0)
 FROM review_assignments WHERE annotator = $annotator
 """
 INSERT_ASSIGNMENT_SQL = """
@@ -237,7 +237,7 @@ def claimable(store: Store, ctx: ClaimContext, now: datetime) -> int:
 
 def unfinished(store: Store, ctx: ClaimContext) -> list[str]:
     """Item keys this annotator claimed from this queue and has not finished, in claim order (resume)."""
-    return [r[0] for r in _run(store, UNFINISHED_SQL, ctx.values(datetime.min))]
+    return [r[0] for r in _run(store, UNFINISHED_SQL, {"annotator": ctx.annotator, "queue": ctx.spec.key})]
 
 
 def _gold_share(have_gold: int, regular_total: int, fraction: float) -> int:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from curation.review_log import new_review
 from curation.review_queue import PAIR_PREFIX, ReviewItem
+from curation.store import Store
 from schemas.review import Review
 
 COMPLETING = frozenset({"accept", "reject", "edit", "skip"})
@@ -56,6 +57,7 @@ class Session:
     def __init__(self, annotator: str, items: list[ReviewItem], history: list[Review],
                  record: Callable[[Review], None], fetch_more: Callable[[int], list[ReviewItem]],
                  target: int, limit: int | None = None, chunk: int = 20,
+                 prefetch: Callable[[int], None] | None = None, low_water: int = 5,
                  clock: Callable[[], float] = time.monotonic):
         self.annotator = annotator
         self.items = list(items)
@@ -65,6 +67,8 @@ class Session:
         self.target = max(target, len(self.items))
         self.limit = limit
         self.chunk = chunk
+        self._prefetch = prefetch
+        self._low_water = low_water
         self._clock = clock
         self._started = clock()
         self._shown_at = self._started
@@ -108,16 +112,21 @@ class Session:
     def is_done(self, item: ReviewItem) -> bool:
         return any(completes(r) for r in self._index()[0].get(item.item_key, []))
 
+    def _room(self) -> int:
+        return self.chunk if self.limit is None else min(self.chunk, self.limit - len(self.items))
+
     def _advance(self) -> None:
         while True:
             pending = [i for i, it in enumerate(self.items) if not self.is_done(it)]
             if pending:
                 self._move(pending[0])
+                if len(pending) <= self._low_water and self._prefetch is not None and self._room() > 0:
+                    self._prefetch(self._room())  # claim ahead in the background: the UI never waits for it
                 return
-            room = self.chunk if self.limit is None else min(self.chunk, self.limit - len(self.items))
+            room = self._room()
             more = self._fetch_more(room) if room > 0 else []
             known = {it.item_key for it in self.items}
-            more = [it for it in more if it.item_key not in known]
+            more = [it for it in more if it.item_key not in known][: max(room, 0)]
             if not more:
                 self.target = len(self.items)
                 self.cursor = None
@@ -175,3 +184,11 @@ class Session:
         return Progress(position=position, total=max(self.target, len(self.items)), done=done,
                         median_s=statistics.median(times) if times else None,
                         per_hour=(len(times) * 3600 / elapsed) if times and elapsed > 0 else None)
+
+
+HISTORY_SQL = "SELECT * FROM reviews WHERE annotator = ? ORDER BY created_at, review_id"
+
+
+def load_history(store: Store, annotator: str) -> list[Review]:
+    """Every decision of this annotator in the store, undo rows included, oldest first."""
+    return [Review.model_validate(r) for r in store.query(HISTORY_SQL, [annotator])]

@@ -10,17 +10,23 @@ from itertools import combinations
 from curation.store import Store
 
 # Each annotator's latest finishing decision per item, with the label they stand by for the pair: their own
-# latest relabel, else the ingested label they were shown; and the trusted label when the pair is gold.
+# latest relabel, else the ingested label they were shown; whether they relabelled on this item's card;
+# and the trusted label when the pair is gold.
 LATEST_SQL = """
 WITH own_relabel AS (
     SELECT annotator, pair_id, new_label FROM live_reviews WHERE action = 'relabel'
     QUALIFY row_number() OVER (PARTITION BY annotator, pair_id ORDER BY created_at DESC, review_id DESC) = 1
+),
+relabel_cards AS (
+    SELECT DISTINCT annotator, coalesce(sample_id, 'pair:' || pair_id) AS item_key FROM live_reviews
+    WHERE action = 'relabel'
 )
 SELECT d.annotator, d.item_key, d.action, d.seconds, coalesce(o.new_label, p.label) AS label,
-       o.new_label IS NOT NULL AS relabelled, s.predicted_label, g.label AS trusted
+       rc.item_key IS NOT NULL AS relabelled, s.predicted_label, g.label AS trusted
 FROM review_item_decisions d
 JOIN pairs p USING (pair_id)
 LEFT JOIN own_relabel o USING (annotator, pair_id)
+LEFT JOIN relabel_cards rc USING (annotator, item_key)
 LEFT JOIN samples s ON s.sample_id = d.sample_id
 LEFT JOIN review_gold g USING (pair_id)
 QUALIFY row_number() OVER (PARTITION BY d.annotator, d.item_key ORDER BY d.created_at DESC, d.review_id DESC) = 1

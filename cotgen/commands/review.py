@@ -1,12 +1,516 @@
-"""Placeholder: filled in by the review work (see the issues)."""
+"""`cotgen review`: the annotator's terminal card, plus `stats`, `import`, `export` and `gold`.
+
+Every decision goes through curation.review_log: fsynced to the annotator's journal first (it counts from
+then on), then copied into the store by a background thread with short write transactions, so annotators,
+`cotgen generate` and `status` share the single-writer DuckDB file without losing or blocking each other.
+"""
 
 from __future__ import annotations
 
-import typer
+import csv
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
 
-app = typer.Typer(no_args_is_help=True)
+import click
+import typer
+from rich.markup import escape
+
+from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, table
+from curation.review_card import CardFrame, RuleText, menu, render_card, render_guidelines
+from curation.review_io import export_reviews, import_reviews, normalize_edit
+from curation.review_log import (
+    BackgroundStore,
+    FlushReport,
+    append_journal,
+    check_annotator,
+    flush_workspace,
+    gated_store,
+    journal_dir,
+    utc_now,
+)
+from curation.review_queue import (
+    ClaimContext,
+    QueueSpec,
+    ReviewItem,
+    add_gold,
+    check_ids,
+    claim,
+    claimable,
+    load_items,
+    parse_queue,
+    unfinished,
+)
+from curation.review_session import Session, load_history
+from curation.review_stats import review_stats
+from curation.store import Store
+from schemas.answer import render_answer
+from schemas.errors import CotgenError
+from schemas.labels import LabelScheme
+from schemas.review import Review
+from schemas.workspace import Workspace
+
+app = typer.Typer(help="Annotator review: the terminal card, agreement stats, bulk import and export.")
 STAGES: list = []
+CHUNK = 20  # items claimed per store visit: small enough that idle claims do not starve other annotators
+
+
+class RuleBook:
+    """Rule titles and texts from the workspace's rule index, loaded on first use; ids alone when it is missing."""
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self.error = ""
+
+    @cached_property
+    def _index(self):
+        try:
+            from retrieval.index import RuleIndex
+
+            return RuleIndex.load(self.ws.indexes_dir / self.ws.config.index.name)
+        except (ImportError, CotgenError) as e:
+            self.error = str(e)
+            return None
+
+    def texts(self, rule_ids: list[str]) -> list[RuleText]:
+        if not rule_ids:
+            return []
+        index = self._index
+        out = []
+        for rid in rule_ids:
+            try:
+                rule = index.get(rid) if index is not None else None
+            except CotgenError:
+                rule = None
+            out.append(RuleText(id=rid, title=rule.title, text=rule.text) if rule else RuleText(id=rid))
+        return out
+
+
+class ReviewUI:
+    """Draws the card and turns single keys into session decisions."""
+
+    def __init__(self, ws: Workspace, session: Session, queue: str, rules: RuleBook, worker: BackgroundStore):
+        self.ws = ws
+        self.session = session
+        self.queue = queue
+        self.rules = rules
+        self.worker = worker
+        self.status = ""
+        self.guidelines = False
+        self.drafts: dict[str, str] = {}  # an edit that did not parse comes back in the editor
+        self.keys: dict[str, Callable[[], None]] = {
+            "a": self.accept, "r": self.reject, "l": self.relabel, "e": self.edit, "m": self.mark_steps,
+            "n": self.note, "s": self.skip, "u": self.undo, "g": self.toggle_guidelines,
+        }
+
+    @property
+    def cfg(self):
+        return self.ws.config.review
+
+    def scheme(self) -> LabelScheme:
+        return self.ws.config.scheme(self.session.current.scheme)
+
+    def frame(self, menu_panel=None) -> CardFrame:
+        item = self.session.current
+        status = self.status
+        if self.worker.error:
+            status = f"{status}  [store: {self.worker.error}; decisions are safe in the journal]".strip()
+        return CardFrame(annotator=self.session.annotator, queue=self.queue, progress=self.session.progress(),
+                         scheme=self.scheme(), rules=self.rules.texts(item.rule_ids), status=status, menu=menu_panel)
+
+    def draw(self, menu_panel=None) -> None:
+        item = self.session.current
+        frame = self.frame(menu_panel)
+        console.clear()
+        if self.guidelines:
+            console.print(render_guidelines(item, frame, self.cfg.reject_reasons, self.cfg.relabel_reasons))
+        else:
+            console.print(render_card(item, self.session.view(item), frame))
+
+    def pick(self, title: str, options: list[tuple[str, str]]) -> str | None:
+        """Show a numbered menu under the card and read one digit; None when cancelled."""
+        self.draw(menu(title, options))
+        key = click.getchar()
+        if key.isdigit() and 1 <= int(key) <= len(options):
+            return options[int(key) - 1][0]
+        self.status = f"{title}: cancelled"
+        return None
+
+    def run(self) -> None:
+        while self.session.current is not None:
+            self.draw()
+            key = click.getchar()
+            if key in ("q", "Q"):
+                return
+            action = self.keys.get(key.lower())
+            self.status = "" if action else f"unknown key {key!r}"
+            if action:
+                action()
+
+    def _needs_sample(self, what: str) -> bool:
+        if self.session.current.sample_id is None:
+            self.status = f"nothing to {what}: this card is the pair alone (accept, relabel, note or skip)"
+            return False
+        return True
+
+    def _say(self, done: str) -> None:
+        self.status = done
+
+    def accept(self) -> None:
+        self.session.decide("accept")
+        self._say("accepted")
+
+    def reject(self) -> None:
+        if not self._needs_sample("reject"):
+            return
+        code = self.pick("reject: reason", list(self.cfg.reject_reasons.items()))
+        if code:
+            self.session.decide("reject", reason=code)
+            self._say(f"rejected ({code})")
+
+    def relabel(self) -> None:
+        scheme = self.scheme()
+        grade = self.pick("relabel: new gold label", [(g.id, f"{g.name}: {g.meaning}") for g in scheme.grades])
+        if not grade:
+            return
+        code = self.pick(f"relabel to {grade}: reason", list(self.cfg.relabel_reasons.items()))
+        if code:
+            self.session.decide("relabel", new_label=grade, reason=code)
+            self._say(f"relabelled to {grade} ({code})")
+
+    def _answer_text(self) -> str:
+        item = self.session.current
+        view = self.session.view(item)
+        if item.item_key in self.drafts:
+            return self.drafts[item.item_key]
+        if view.edit is not None and view.edit.edited_text:
+            return view.edit.edited_text
+        if item.steps and item.predicted_label:
+            return render_answer(item.steps, item.predicted_label, item.answer_order)
+        return item.raw_text
+
+    def edit(self) -> None:
+        if not self._needs_sample("edit"):
+            return
+        before = self._answer_text()
+        edited = run_editor(before)
+        if edited is None:
+            self.status = "editor failed: nothing saved"
+            return
+        if edited.strip() == before.strip():
+            self.status = "edit: no change"
+            return
+        key = self.session.current.item_key
+        try:
+            text = normalize_edit(edited, self.scheme())
+        except ValueError as e:
+            self.drafts[key] = edited
+            self.status = f"edit not saved: {e}; press e to fix it"
+            return
+        self.drafts.pop(key, None)
+        self.session.decide("edit", edited_text=text)
+        self._say("edited")
+
+    def mark_steps(self) -> None:
+        item = self.session.current
+        if not self._needs_sample("mark") or not item.steps:
+            self.status = self.status or "no parsed steps to mark"
+            return
+        for i in range(len(item.steps)):
+            self.status = f"step {i + 1} of {len(item.steps)}: y correct · n incorrect · space keep · other key stops"
+            self.draw()
+            key = click.getchar()
+            if key in ("y", "n"):
+                self.session.decide("step", step_index=i, step_correct=key == "y")
+            elif key != " ":
+                break
+        self._say("steps marked")
+
+    def note(self) -> None:
+        self.status = "type a note, Enter saves (empty cancels)"
+        self.draw()
+        text = console.input("note: ").strip()
+        if text:
+            self.session.decide("note", note=text)
+        self._say("note saved" if text else "note cancelled")
+
+    def skip(self) -> None:
+        self.session.decide("skip")
+        self._say("skipped")
+
+    def undo(self) -> None:
+        undone = self.session.undo()
+        self._say(f"undid {undone.action} on {undone.sample_id or undone.pair_id}" if undone else "nothing to undo")
+
+    def toggle_guidelines(self) -> None:
+        self.guidelines = not self.guidelines
+
+
+def run_editor(text: str) -> str | None:
+    """Open `text` in $VISUAL/$EDITOR (vi by default); the file's content afterwards, or None on failure."""
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="cotgen-edit-", delete=False, encoding="utf-8") as fh:
+        fh.write(text.rstrip("\n") + "\n")
+        path = Path(fh.name)
+    try:
+        proc = subprocess.run([*shlex.split(editor), str(path)], check=False)
+        return path.read_text(encoding="utf-8") if proc.returncode == 0 else None
+    except OSError:
+        return None
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _schemes(ws: Workspace) -> dict[str, list[str]]:
+    return {name: ws.config.scheme(name).ids for name in ws.config.known_schemes()}
+
+
+def _flush_message(report: FlushReport, journal: Path) -> str:
+    if report.busy:
+        return (f"the store is busy: your decisions are safe in {journal} and go into the store with the next "
+                f"`cotgen review` command")
+    return "all decisions are in the store"
+
+
+class ClaimAhead:
+    """Items claimed by the background store worker before the session runs out, handed over on demand."""
+
+    def __init__(self, ws: Workspace, ctx: ClaimContext, worker: BackgroundStore):
+        self.ws = ws
+        self.ctx = ctx
+        self.worker = worker
+        self._lock = threading.Lock()
+        self._ready: list[ReviewItem] = []
+        self._asked = False
+
+    def _claim(self, store: Store, n: int) -> list[ReviewItem]:
+        return load_items(store, self.ctx.annotator, claim(store, self.ctx, n, utc_now()))
+
+    def request(self, n: int) -> None:
+        """Claim n more on the worker's next visit (one request at a time)."""
+        with self._lock:
+            if self._asked or self._ready:
+                return
+            self._asked = True
+
+        def job(store: Store) -> None:
+            items = self._claim(store, n)
+            with self._lock:
+                self._ready.extend(items)
+                self._asked = False
+
+        self.worker.submit(job)
+
+    def take(self, n: int) -> list[ReviewItem]:
+        """What the worker claimed ahead, else a claim right now (the session has nothing left to show)."""
+        with self._lock:
+            ready, self._ready = self._ready, []
+        if ready:
+            return ready
+        with gated_store(self.ws) as store:
+            return self._claim(store, n)
+
+
+def start_session(ws: Workspace, annotator: str, spec: QueueSpec, limit: int | None) -> tuple[Session, BackgroundStore]:
+    """Flush what earlier sessions left in journals, resume this annotator's unfinished items, claim more."""
+    first = flush_workspace(ws)
+    if first.busy:
+        raise CotgenError(f"{ws.store_path}: the store stayed busy for {ws.config.store.lock_timeout_s:g}s "
+                          f"(store.lock_timeout_s); try again when the other command finishes")
+    ctx = ClaimContext(annotator=annotator, spec=spec, config=ws.config.review, seed=ws.config.curation.seed,
+                       gamma=ws.config.curation.difficulty.gamma)
+    with gated_store(ws) as store:
+        check_ids(store, spec)
+        keys = unfinished(store, ctx)
+        target = len(keys) + claimable(store, ctx, utc_now())
+        if limit is not None:
+            keys = keys[:limit]
+            target = min(target, limit)
+        items = load_items(store, annotator, keys)
+        history = load_history(store, annotator)
+    journal = journal_dir(ws) / f"{annotator}.jsonl"
+    worker = BackgroundStore(ws)
+    ahead = ClaimAhead(ws, ctx, worker)
+
+    def record(review: Review) -> None:
+        append_journal(journal, [review])
+        worker.kick()
+
+    session = Session(annotator, items, history, record, ahead.take, target=target, limit=limit, chunk=CHUNK,
+                      prefetch=ahead.request)
+    return session, worker
+
+
+def review_main(ws: Workspace, annotator: str, queue: str, run: str | None, limit: int | None) -> None:
+    check_annotator(annotator)
+    if limit is not None and limit < 1:
+        raise CotgenError("--limit: give a positive number of items")
+    spec = parse_queue(queue, run)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CotgenError("cotgen review needs a terminal; for bulk decisions use `cotgen review import FILE.jsonl`")
+    session, worker = start_session(ws, annotator, spec, limit)
+    ui = ReviewUI(ws, session, spec.key, RuleBook(ws), worker)
+    try:
+        ui.run()
+    finally:
+        report = worker.close()
+        console.clear()
+        done = sum(1 for r in session.written if r.action not in ("undo", "note", "step"))
+        reason = "queue empty" if session.current is None else "quit"
+        console.print(f"session ended ({reason}): {done} decisions, {len(session.written)} entries this session")
+        console.print(_flush_message(report, journal_dir(ws) / f"{annotator}.jsonl"))
+        for line in worker.bad_lines:
+            err_console.print(f"[yellow]journal: {escape(line)}[/]")
+
+
+@app.callback(invoke_without_command=True)
+def review_command(
+    ctx: typer.Context,
+    annotator: Annotated[str | None, typer.Option("--annotator", "-a", help="Your name; decisions are attributed to it.")] = None,
+    queue: Annotated[str, typer.Option("--queue", "-q", help="disagreements | hard | parse-failures | contradictions | random | ids:FILE")] = "random",
+    run: Annotated[str | None, typer.Option("--run", help="Only samples of this generation run.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-k", help="Review at most K items this session.")] = None,
+    workspace: WorkspaceOpt = Path("."),
+) -> None:
+    """Review generated CoT on a full-screen card, one key per decision; resumes where you left off."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if annotator is None:
+        raise CotgenError("cotgen review: give --annotator NAME (or a subcommand: stats, import, export, gold)")
+    review_main(open_workspace(workspace), annotator, queue, run, limit)
+
+
+def _flush_first(ws: Workspace) -> None:
+    report = flush_workspace(ws)
+    if report.busy:
+        err_console.print("[yellow]the store is busy: figures leave out decisions still in the journal[/]")
+
+
+@app.command("stats")
+def stats_command(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """Per annotator: items, accept/reject/edit/relabel rates, median seconds per item, gold accuracy; kappa on overlaps."""
+    ws = open_workspace(workspace)
+    _flush_first(ws)
+    with gated_store(ws, read_only=True) as store:
+        stats = review_stats(store)
+    if as_json:
+        emit_json(stats)
+        return
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1%}"
+
+    def num(x: float | None, fmt: str = ".2f") -> str:
+        return "-" if x is None else format(x, fmt)
+
+    console.print(table("annotators", ["annotator", "items", "skipped", "accept", "reject", "edit", "relabel",
+                                       "median s/item", "gold items", "gold label acc", "gold wrong accepts"],
+                        [[s["annotator"], s["items"], s["skipped"], pct(s["accept_rate"]), pct(s["reject_rate"]),
+                          pct(s["edit_rate"]), pct(s["relabel_rate"]), num(s["median_seconds"], ".1f"),
+                          s["gold_items"], pct(s["gold_label_accuracy"]), s["gold_wrong_accepts"]]
+                         for s in stats["annotators"]]))
+    console.print(table("agreement on overlapping items (Cohen's kappa)",
+                        ["annotators", "shared items", "kappa (labels)", "accept/reject items", "kappa (accept/reject)"],
+                        [[f"{a['annotator_a']} / {a['annotator_b']}", a["items"], num(a["label_kappa"]),
+                          a["decision_items"], num(a["decision_kappa"])] for a in stats["agreement"]]))
+
+
+@app.command("import")
+def import_command(
+    path: Annotated[Path, typer.Argument(help="JSONL, one decision per line (the fields of `cotgen review export`).")],
+    workspace: WorkspaceOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Import decisions from other tools: the whole file is checked first; a bad line imports nothing."""
+    ws = open_workspace(workspace)
+    report = import_reviews(ws, path)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    console.print(table(f"import {path}", ["", "count"], [["records", report.records], ["added", report.inserted],
+                                                          ["already in the store", report.already_present]]))
+
+
+@app.command("export")
+def export_command(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSONL here (default: stdout).")] = None,
+    live: Annotated[bool, typer.Option("--live", help="Only decisions in force (no undo rows, nothing undone).")] = False,
+    workspace: WorkspaceOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Every decision, oldest first, as JSONL that `cotgen review import` reads back (--json: a JSON array)."""
+    ws = open_workspace(workspace)
+    _flush_first(ws)
+    with gated_store(ws, read_only=True) as store:
+        rows = export_reviews(store, live_only=live)
+    if output is None:
+        if as_json:
+            emit_json(rows)
+        else:
+            sys.stdout.write("".join(json.dumps(r) + "\n" for r in rows))
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staged = output.with_name(f".{output.name}.tmp")
+    staged.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    staged.replace(output)
+    if as_json:
+        emit_json({"path": str(output), "reviews": len(rows)})
+    else:
+        console.print(f"wrote {len(rows):,} decisions to {output}")
+
+
+def _read_gold(path: Path) -> list[tuple[str, str, str]]:
+    """(pair_id, label, note) rows from a CSV with a header or a JSONL file."""
+    if not path.is_file():
+        raise CotgenError(f"{path}: no such file")
+    rows = []
+    if path.suffix == ".jsonl":
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                rows.append((str(data["pair_id"]), str(data["label"]), str(data.get("note", ""))))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise CotgenError(f"{path}:{n}: expected {{\"pair_id\": ..., \"label\": ...}} ({e})") from None
+        return rows
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"pair_id", "label"} <= set(reader.fieldnames):
+            raise CotgenError(f"{path}:1: header: needs columns pair_id and label")
+        for row in reader:
+            rows.append((row["pair_id"].strip(), row["label"].strip(), (row.get("note") or "").strip()))
+    return rows
+
+
+@app.command("gold")
+def gold_command(
+    path: Annotated[Path, typer.Argument(help="CSV (pair_id,label[,note]) or JSONL of pairs with a trusted label.")],
+    added_by: Annotated[str, typer.Option("--by", help="Who vouches for these labels.")] = "",
+    workspace: WorkspaceOpt = Path("."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark pairs as gold: their trusted labels score annotators (review.gold_fraction of each queue)."""
+    ws = open_workspace(workspace)
+    rows = _read_gold(path)
+    with gated_store(ws) as store:
+        n = add_gold(store, rows, added_by, _schemes(ws), str(path))
+        total = store.scalar("SELECT count(*) FROM review_gold")
+    if as_json:
+        emit_json({"added": n, "gold_pairs": total})
+    else:
+        console.print(f"{n:,} gold pairs added or updated; {total:,} in all")
 
 
 def register(root: typer.Typer) -> None:
-    """Mount this area's commands on the root app."""
+    """Mount `cotgen review` and its subcommands on the root app."""
+    root.add_typer(app, name="review")
+
