@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -119,7 +120,7 @@ def rules_panel(rules: list[RuleText]) -> Panel:
     grid.add_column(style="bold cyan", no_wrap=True)
     grid.add_column()
     for r in rules:
-        grid.add_row(r.id, r.title or Text("(text not available: build the index)", style="dim"))
+        grid.add_row(Text(r.id), Text(r.title) if r.title else Text("(text not available: build the index)", style="dim"))
     return Panel(grid, title="retrieved rules (g: full text)", title_align="left")
 
 
@@ -181,16 +182,16 @@ def render_guidelines(item: ReviewItem, frame: CardFrame, reject: dict[str, str]
     grades.add_column("meaning")
     for g in frame.scheme.grades:
         relevant = " (relevant)" if frame.scheme.is_relevant(g.id) else ""
-        grades.add_row(g.id, g.name + relevant, g.meaning)
+        grades.add_row(Text(g.id), Text(g.name + relevant), Text(g.meaning))
     rules = [Panel(Text(r.text or "(text not available: build the index with `cotgen index build`)"),
-                   title=f"{r.id} · {r.title}", title_align="left") for r in frame.rules]
+                   title=escape(f"{r.id} · {r.title}"), title_align="left") for r in frame.rules]
     codes = Table(title="reason codes", title_justify="left", expand=True)
     codes.add_column("kind", no_wrap=True)
     codes.add_column("code", no_wrap=True)
     codes.add_column("meaning")
     for kind, table in (("reject", reject), ("relabel", relabel)):
         for code, meaning in table.items():
-            codes.add_row(kind, code, meaning)
+            codes.add_row(kind, Text(code), Text(meaning))
     return Group(header(item, frame), Text("guidelines · press g to go back to the card", style="bold"),
                  grades, *rules, codes)
 
@@ -202,5 +203,5 @@ def menu(title: str, options: list[tuple[str, str]]) -> Panel:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(style="dim")
     for i, (code, meaning) in enumerate(options, start=1):
-        grid.add_row(str(i), code, meaning)
+        grid.add_row(str(i), Text(code), Text(meaning))
     return Panel(grid, title=f"{title} (digit picks, any other key cancels)", title_align="left", border_style="cyan")

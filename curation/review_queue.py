@@ -136,9 +136,8 @@ FROM review_assignments a
 JOIN pairs p USING (pair_id)
 LEFT JOIN samples s ON s.sample_id = a.sample_id
 LEFT JOIN runs r ON r.run_id = s.run_id
-LEFT JOIN completions c ON c.run_id = s.run_id AND c.pair_id = s.pair_id AND c.sample_index = s.sample_index
+LEFT JOIN completions c ON c.request_key = s.sample_id
 WHERE a.annotator = $annotator AND a.item_key IN (SELECT unnest($keys::VARCHAR[]))
-QUALIFY row_number() OVER (PARTITION BY a.item_key ORDER BY c.created_at DESC NULLS LAST) = 1
 """
 SAMPLE_COLUMN_SQL = "SELECT count(*) FROM information_schema.columns WHERE table_name = 'samples' AND column_name = ?"
 IDS_EXISTING_SQL = """

@@ -80,7 +80,7 @@ def _sample_row(run_id: str, pair: tuple, j: int) -> tuple[SeededSample, dict, d
               "predicted_label": s.predicted, "label_probs": json.dumps(probs) if probs else None,
               "parse_status": s.parse_status, "parse_reason": "" if s.predicted else "no label found",
               "consistent": s.consistent}
-    completion = {"request_key": "k" + _id(run_id, pair_id, j), "run_id": run_id, "pair_id": pair_id,
+    completion = {"request_key": sid, "run_id": run_id, "pair_id": pair_id,  # generation keys samples by request
                   "sample_index": j, "text": text}
     return s, sample, completion
 
@@ -106,7 +106,7 @@ def seed_samples(ws_root: Path, run_name: str = "teacher-1", per_pair: int = 3,
             con.execute("INSERT INTO completions (request_key, run_id, pair_id, sample_index, text) "
                         "SELECT request_key, run_id, pair_id, sample_index, text FROM new_completions")
             if has_rules:
-                con.execute("UPDATE samples SET rule_ids = ? WHERE run_id = ?", [json.dumps(RULE_IDS), run_id])
+                con.execute("UPDATE samples SET rule_ids = ? WHERE run_id = ?", [RULE_IDS, run_id])
     return [r[0] for r in rows]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,10 +11,14 @@ from collections import Counter
 from pathlib import Path
 
 import helpers_review
-from helpers_review import Terminal, editor_command, seed_samples, set_review_config, store_rows
+import pytest
+from helpers_review import RULE_IDS, Terminal, editor_command, seed_samples, set_review_config, store_rows
 
+from retrieval.documents import load_documents
+from retrieval.index import RuleIndex
 from schemas.answer import parse_answer
 from schemas.labels import BUILTIN_SCHEMES
+from schemas.workspace import Workspace
 
 example_template = helpers_review.example_template  # shared fixtures
 review_ws = helpers_review.review_ws
@@ -174,3 +179,28 @@ def test_review_needs_a_terminal_and_an_annotator(review_ws: Path, cli) -> None:
     assert proc.returncode == 2 and "not a valid name" in proc.stderr
     proc = cli("review", "-w", str(review_ws), "--annotator", "alice", "--queue", "nope", check=False)
     assert proc.returncode == 2 and "unknown queue 'nope'" in proc.stderr
+
+
+@pytest.mark.slow  # loads the sentence-transformers embedder to build a real rule index
+def test_card_lists_retrieved_rules_and_g_shows_them_in_full(review_ws: Path, tmp_path: Path) -> None:
+    ws = Workspace.open(review_ws)
+    docs = [d for d in load_documents(["builtin"]) if d.id in RULE_IDS]
+    assert len(docs) == len(RULE_IDS)
+    RuleIndex.build(docs, ws.indexes_dir / ws.config.index.name)
+    sample = next(s for s in seed_samples(review_ws, per_pair=1) if s.parse_status == "ok")
+    assert store_rows(review_ws, "SELECT rule_ids FROM samples WHERE sample_id = ?", [sample.sample_id]) == [
+        (RULE_IDS,)]
+    t = Terminal(review_ws, "erin", "--queue", f"ids:{_ids_file(tmp_path, [sample.sample_id])}")
+    assert t.card()[2] == sample.sample_id
+    for doc in docs:
+        t.expect(re.escape(doc.id))
+    t.press("g")
+    t.expect("guidelines · press g to go back")
+    t.expect(re.escape(BUILTIN_SCHEMES["taosr4"].grades[0].meaning[:40]))
+    for doc in docs:
+        t.expect(re.escape(doc.title))
+        t.expect(re.escape(doc.text.split("\n")[0][:40]))
+    t.press("g")
+    assert t.card()[2] == sample.sample_id
+    t.press("q")
+    t.finish()

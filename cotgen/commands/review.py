@@ -365,8 +365,9 @@ def review_main(ws: Workspace, annotator: str, queue: str, run: str | None, limi
         console.clear()
         done = sum(1 for r in session.written if r.action not in ("undo", "note", "step"))
         reason = "queue empty" if session.current is None else "quit"
-        console.print(f"session ended ({reason}): {done} decisions, {len(session.written)} entries this session")
-        console.print(_flush_message(report, journal_dir(ws) / f"{annotator}.jsonl"))
+        console.print(f"session ended ({reason}): {done} decisions, {len(session.written)} entries this session",
+                      markup=False, highlight=False)
+        console.print(_flush_message(report, journal_dir(ws) / f"{annotator}.jsonl"), markup=False, highlight=False)
         for line in worker.bad_lines:
             err_console.print(f"[yellow]journal: {escape(line)}[/]")
 
