@@ -125,6 +125,8 @@ class Embedder:
                 missing.append(i)
             else:
                 out[i] = vec
+        if progress is not None and len(missing) < len(texts):
+            progress(len(texts) - len(missing))
         if missing:
             fresh = self.encode([texts[i] for i in missing], progress)
             for i, vec in zip(missing, fresh, strict=True):
