@@ -10,7 +10,7 @@ import helpers_review
 import pytest
 from helpers_review import seed_samples, store_rows
 
-from curation.review_io import import_reviews
+from curation.review_io import export_reviews, import_reviews
 from curation.review_log import FlushReport, append_journal, flush_workspace, journal_dir, new_review
 from curation.store import Store
 from schemas.errors import CotgenError
@@ -87,8 +87,8 @@ def test_import_then_reimport_then_round_trip(seeded, example_template: Path, tm
     path = _write(tmp_path / "decisions.jsonl", records)
     first = json.loads(cli("review", "import", str(path), "-w", str(ws), "--json").stdout)
     assert (first["records"], first["inserted"], first["already_present"]) == (6, 6, 0)
-    again = json.loads(cli("review", "import", str(path), "-w", str(ws), "--json").stdout)
-    assert (again["inserted"], again["already_present"]) == (0, 6)
+    again = import_reviews(Workspace.open(ws), path)
+    assert (again.inserted, again.already_present, again.journal) == (0, 6, None)
     assert store_rows(ws, "SELECT count(*), count(DISTINCT review_id) FROM reviews") == [(6, 6)]
     # Later lines supersede earlier ones; the views read them as curation will.
     assert store_rows(ws, "SELECT label FROM gold_pairs WHERE pair_id = ?", [samples[2].pair_id]) == [("L2",)]
@@ -100,19 +100,20 @@ def test_import_then_reimport_then_round_trip(seeded, example_template: Path, tm
     accept = next(r for r in exported if r["action"] == "accept")
     _write(tmp_path / "undo.jsonl", [{"annotator": "tool", "action": "undo", "pair_id": accept["pair_id"],
                                       "sample_id": accept["sample_id"], "reason": accept["review_id"]}])
-    cli("review", "import", str(tmp_path / "undo.jsonl"), "-w", str(ws))
+    import_reviews(Workspace.open(ws), tmp_path / "undo.jsonl")
     assert accept["sample_id"] not in {r[0] for r in store_rows(ws, "SELECT sample_id FROM sample_decisions")}
 
     out = tmp_path / "all.jsonl"
     summary = json.loads(cli("review", "export", "-w", str(ws), "-o", str(out), "--json").stdout)
     assert summary["reviews"] == 7
-    live = json.loads(cli("review", "export", "-w", str(ws), "--live", "--json").stdout)
+    with Store(Workspace.open(ws).store_path, read_only=True) as store:
+        live = export_reviews(store, live_only=True)
     assert len(live) == 5 and all(r["action"] != "undo" for r in live)
 
     # The same pairs and samples in a second workspace: the export imports as it is, ids and times kept.
     other = Path(shutil.copytree(example_template, tmp_path / "other"))
     seed_samples(other, per_pair=2)
-    cli("review", "import", str(out), "-w", str(other))
+    import_reviews(Workspace.open(other), out)
     cols = "review_id, annotator, action, pair_id, sample_id, step_index, step_correct, reason, new_label, edited_text, note, created_at"
     assert store_rows(other, f"SELECT {cols} FROM reviews ORDER BY review_id") == \
         store_rows(ws, f"SELECT {cols} FROM reviews ORDER BY review_id")

@@ -10,7 +10,7 @@ import helpers_review
 import pytest
 from helpers_review import seed_samples, set_review_config
 
-from curation.review_log import utc_now
+from curation.review_log import check_annotator, utc_now
 from curation.review_queue import ClaimContext, add_gold, check_ids, claim, claimable, parse_queue, unfinished
 from curation.store import Store
 from schemas.config import ReviewConfig
@@ -145,6 +145,8 @@ def test_ids_queue_checks_every_line(seeded, tmp_path: Path) -> None:
 def test_unknown_queue_and_bad_config(tmp_path: Path) -> None:
     with pytest.raises(CotgenError, match="unknown queue 'easy'"):
         parse_queue("easy")
+    with pytest.raises(CotgenError, match="'../etc' is not a valid name"):
+        check_annotator("../etc")  # names become journal file names
     with pytest.raises(ValueError, match="1 to 9 reason codes"):
         ReviewConfig(reject_reasons={str(i): "x" for i in range(10)})
     ws = tmp_path / "ws"

@@ -175,10 +175,6 @@ def test_review_needs_a_terminal_and_an_annotator(review_ws: Path, cli) -> None:
     assert proc.returncode == 2 and "needs a terminal" in proc.stderr
     proc = cli("review", "-w", str(review_ws), check=False)
     assert proc.returncode == 2 and "--annotator" in proc.stderr
-    proc = cli("review", "-w", str(review_ws), "--annotator", "../etc", check=False)
-    assert proc.returncode == 2 and "not a valid name" in proc.stderr
-    proc = cli("review", "-w", str(review_ws), "--annotator", "alice", "--queue", "nope", check=False)
-    assert proc.returncode == 2 and "unknown queue 'nope'" in proc.stderr
 
 
 @pytest.mark.slow  # loads the sentence-transformers embedder to build a real rule index

@@ -22,6 +22,7 @@ from typing import Annotated
 
 import click
 import typer
+from rich.console import RenderableType
 from rich.markup import escape
 
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, table
@@ -53,6 +54,7 @@ from curation.review_session import Session, load_history
 from curation.review_stats import review_stats
 from curation.store import Store
 from schemas.answer import render_answer
+from schemas.config import ReviewConfig
 from schemas.errors import CotgenError
 from schemas.labels import LabelScheme
 from schemas.review import Review
@@ -112,13 +114,13 @@ class ReviewUI:
         }
 
     @property
-    def cfg(self):
+    def cfg(self) -> ReviewConfig:
         return self.ws.config.review
 
     def scheme(self) -> LabelScheme:
         return self.ws.config.scheme(self.session.current.scheme)
 
-    def frame(self, menu_panel=None) -> CardFrame:
+    def frame(self, menu_panel: RenderableType | None = None) -> CardFrame:
         item = self.session.current
         status = self.status
         if self.worker.error:
@@ -126,7 +128,7 @@ class ReviewUI:
         return CardFrame(annotator=self.session.annotator, queue=self.queue, progress=self.session.progress(),
                          scheme=self.scheme(), rules=self.rules.texts(item.rule_ids), status=status, menu=menu_panel)
 
-    def draw(self, menu_panel=None) -> None:
+    def draw(self, menu_panel: RenderableType | None = None) -> None:
         item = self.session.current
         frame = self.frame(menu_panel)
         console.clear()
@@ -153,7 +155,10 @@ class ReviewUI:
             action = self.keys.get(key.lower())
             self.status = "" if action else f"unknown key {key!r}"
             if action:
-                action()
+                try:
+                    action()
+                except OSError as e:  # the journal could not be written: the decision did not count
+                    self.status = f"NOT saved: cannot write the review journal ({e})"
 
     def _needs_sample(self, what: str) -> bool:
         if self.session.current.sample_id is None:
@@ -161,12 +166,9 @@ class ReviewUI:
             return False
         return True
 
-    def _say(self, done: str) -> None:
-        self.status = done
-
     def accept(self) -> None:
         self.session.decide("accept")
-        self._say("accepted")
+        self.status = "accepted"
 
     def reject(self) -> None:
         if not self._needs_sample("reject"):
@@ -174,7 +176,7 @@ class ReviewUI:
         code = self.pick("reject: reason", list(self.cfg.reject_reasons.items()))
         if code:
             self.session.decide("reject", reason=code)
-            self._say(f"rejected ({code})")
+            self.status = f"rejected ({code})"
 
     def relabel(self) -> None:
         scheme = self.scheme()
@@ -184,7 +186,7 @@ class ReviewUI:
         code = self.pick(f"relabel to {grade}: reason", list(self.cfg.relabel_reasons.items()))
         if code:
             self.session.decide("relabel", new_label=grade, reason=code)
-            self._say(f"relabelled to {grade} ({code})")
+            self.status = f"relabelled to {grade} ({code})"
 
     def _answer_text(self) -> str:
         item = self.session.current
@@ -217,7 +219,7 @@ class ReviewUI:
             return
         self.drafts.pop(key, None)
         self.session.decide("edit", edited_text=text)
-        self._say("edited")
+        self.status = "edited"
 
     def mark_steps(self) -> None:
         item = self.session.current
@@ -232,7 +234,7 @@ class ReviewUI:
                 self.session.decide("step", step_index=i, step_correct=key == "y")
             elif key != " ":
                 break
-        self._say("steps marked")
+        self.status = "steps marked"
 
     def note(self) -> None:
         self.status = "type a note, Enter saves (empty cancels)"
@@ -240,15 +242,15 @@ class ReviewUI:
         text = console.input("note: ").strip()
         if text:
             self.session.decide("note", note=text)
-        self._say("note saved" if text else "note cancelled")
+        self.status = "note saved" if text else "note cancelled"
 
     def skip(self) -> None:
         self.session.decide("skip")
-        self._say("skipped")
+        self.status = "skipped"
 
     def undo(self) -> None:
         undone = self.session.undo()
-        self._say(f"undid {undone.action} on {undone.sample_id or undone.pair_id}" if undone else "nothing to undo")
+        self.status = f"undid {undone.action} on {undone.sample_id or undone.pair_id}" if undone else "nothing to undo"
 
     def toggle_guidelines(self) -> None:
         self.guidelines = not self.guidelines
