@@ -113,7 +113,7 @@ class OpenAIBackend(Backend):
         from openai import APIConnectionError, APIStatusError, AsyncOpenAI
 
         for url, ep in zip(self.options.base_urls, endpoints, strict=True):
-            client = AsyncOpenAI(base_url=url, api_key=self.api_key, http_client=ep.clients[0], max_retries=2,
+            client = AsyncOpenAI(base_url=url, api_key=self.api_key, http_client=ep.clients[0], max_retries=0,
                                  timeout=min(self.options.timeout_s, 30.0))
             try:
                 await client.models.list()
@@ -123,7 +123,7 @@ class OpenAIBackend(Backend):
                 if e.status_code in (401, 403):
                     raise CotgenError(f"backend openai: {url} refused the API key from ${self.options.api_key_env} "
                                       f"(HTTP {e.status_code})") from None
-                # Some servers do not implement /models; chat completions may still work.
+                # Any other answer means the server is there (`transformers serve` answers /models with a 500).
 
     # ---- one job: all its samples, in one request with `n` where the server honours it
     async def _job(self, job: Job, emit: Emit) -> None:

@@ -1,11 +1,14 @@
 """A local Hugging Face model: batched generation with the chat template, seeded, label logits kept.
 
 Default model: bundled:smollm2-135m-instruct (runs on CPU). Each batch is seeded from its first
-request key, so a re-run of the same batch reproduces it.
+request key, so a re-run of the same batch reproduces it. Prompts of one run share a long head (the
+system message: grades, steps, format), so its KV cache is computed once and reused by every batch:
+on CPU the prefill of that head is most of the cost of a short answer.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +18,7 @@ from cotgen.backends.base import Backend, Emit, Job, Outcome, SamplingParams, To
 
 TOP_K_ALTERNATIVES = 20
 LOGIT_POSITIONS = 32  # enough to pass "Label: <grade>" in a label_first answer
+MIN_SHARED_PREFIX = 32  # shorter shared heads are not worth a cache
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class TransformersBackend(Backend):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+        self._prefix: list[int] = []
+        self._prefix_cache = None
 
     def run(self, jobs: Iterator[Job], emit: Emit, stop: threading.Event) -> None:
         rows: list[_Row] = []
@@ -59,31 +65,59 @@ class TransformersBackend(Backend):
     def _generate(self, rows: list[_Row], emit: Emit) -> None:
         torch = self.torch
         params = rows[0].job.params
-        prompts = [self.tokenizer.apply_chat_template(list(r.job.messages), tokenize=False, add_generation_prompt=True)
-                   for r in rows]
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        texts = [self.tokenizer.apply_chat_template(list(r.job.messages), tokenize=False, add_generation_prompt=True)
+                 for r in rows]
+        prompts = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        input_ids, attention_mask, cache = self._batch(prompts)
         torch.manual_seed(int(rows[0].key[:8], 16) ^ (params.seed or 0))
         started = time.perf_counter()
         with torch.inference_mode():
-            out = self.lm.generate(**enc, **self._sampling(params), max_new_tokens=params.max_tokens,
+            out = self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                                   **self._sampling(params), max_new_tokens=params.max_tokens,
                                    pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
                                    output_logits=bool(params.top_logprobs))
         latency = time.perf_counter() - started
-        prompt_len = enc["input_ids"].shape[1]
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         self.stats.count_request()
         for i, row in enumerate(rows):
-            generated = out.sequences[i, prompt_len:].tolist()
+            generated = out.sequences[i, input_ids.shape[1]:].tolist()
             end = next((j for j, t in enumerate(generated) if t in eos), None)
             ids = generated if end is None else generated[:end]
             emit(Outcome(
                 job=row.job, sample_index=row.sample_index, key=row.key,
                 text=self.tokenizer.decode(ids, skip_special_tokens=True),
                 finish_reason="length" if end is None else "stop",
-                tokens_in=int(enc["attention_mask"][i].sum()), tokens_out=len(ids) + (0 if end is None else 1),
+                tokens_in=len(prompts[i]), tokens_out=len(ids) + (0 if end is None else 1),
                 logprobs=self._alternatives(out.logits, i, ids, params.top_logprobs) if params.top_logprobs else None,
                 latency_s=latency,
             ))
+
+    def _batch(self, prompts: list[list[int]]) -> tuple:
+        """(input_ids, attention_mask, cache): the shared head (cached) + each prompt's rest, padded in between."""
+        torch = self.torch
+        shared = _common_prefix(prompts)
+        if self._prefix and shared[: len(self._prefix)] == self._prefix:
+            shared = self._prefix
+        elif len(shared) >= MIN_SHARED_PREFIX:
+            with torch.inference_mode():
+                head = torch.tensor([shared], device=self.device)
+                self._prefix_cache = self.lm(input_ids=head, use_cache=True).past_key_values
+            self._prefix = shared
+        else:
+            shared = []
+        width = max(len(p) for p in prompts) - len(shared)
+        pad = self.tokenizer.pad_token_id
+        ids, mask = [], []
+        for p in prompts:
+            rest = p[len(shared):]
+            gap = width - len(rest)
+            ids.append(shared + [pad] * gap + rest)
+            mask.append([1] * len(shared) + [0] * gap + [1] * len(rest))
+        cache = None
+        if shared:
+            cache = copy.deepcopy(self._prefix_cache)
+            cache.batch_repeat_interleave(len(prompts))
+        return (torch.tensor(ids, device=self.device), torch.tensor(mask, device=self.device), cache)
 
     @staticmethod
     def _sampling(params: SamplingParams) -> dict:
@@ -102,3 +136,13 @@ class TransformersBackend(Backend):
             alternatives = tuple((self.tokenizer.decode([t]), float(v)) for t, v in zip(indices.tolist(), values.tolist(), strict=True))
             positions.append(TokenAlternatives(token=self.tokenizer.decode([token_id]), top=alternatives))
         return positions
+
+
+def _common_prefix(prompts: list[list[int]]) -> list[int]:
+    """The token ids every prompt starts with, leaving each at least one token of its own."""
+    first = prompts[0]
+    limit = min(len(p) for p in prompts) - 1
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return first[:n]
