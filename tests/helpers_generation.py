@@ -2,7 +2,7 @@
 
 `FakeServer` is a tiny asyncio HTTP/1.1 server (no framework, so it costs the client little CPU) that
 answers chat completions after a fixed latency, honours `n` or not, and injects faults in order:
-`429` (with Retry-After), `500`, `hang` (never answers) and `truncated` (a 200 whose JSON is cut).
+`429` (with Retry-After), `500`, `400`, `hang` (never answers) and `truncated` (a 200 whose JSON is cut).
 Run it as a script to get a separate process: `python tests/helpers_generation.py --port 0 ...`
 prints `PORT <n>` once it listens. `TransformersServer` runs the real `transformers serve`.
 """
@@ -116,6 +116,8 @@ class FakeServer:
                       f"retry-after: {self.retry_after}\r\n")
         elif fault == "500":
             conn.send("500 Internal Server Error", b'{"error": {"message": "boom", "type": "server_error"}}')
+        elif fault == "400":
+            conn.send("400 Bad Request", b'{"error": {"message": "messages: bad request", "type": "invalid_request"}}')
         else:
             payload = self._completion(json.loads(body))
             conn.send("200 OK", payload[: len(payload) // 2] if fault == "truncated" else payload)
