@@ -222,11 +222,12 @@ class BackgroundStore:
     """A session's store visits, off the UI thread: copy the journal and run queued jobs (claims ahead).
 
     One short connection per visit, at most one visit per `min_interval_s` for journal copies (decisions are
-    already durable, so batching them costs nothing and keeps the single-writer lock free for others);
-    a busy store is retried with backoff.
+    already durable, so batching them costs nothing and keeps the single-writer lock free for others).
+    Each visit tries the lock once and backs off when it is held, so `cotgen generate` and other writers,
+    which wait on the lock, get in first.
     """
 
-    def __init__(self, ws: Workspace, min_interval_s: float = 1.0, timeout_s: float = 0.5, max_retry_s: float = 2.0):
+    def __init__(self, ws: Workspace, min_interval_s: float = 2.0, timeout_s: float = 0.0, max_retry_s: float = 2.0):
         self.ws = ws
         self._min_interval_s = min_interval_s
         self._timeout_s = timeout_s

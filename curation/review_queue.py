@@ -249,9 +249,8 @@ def _gold_share(have_gold: int, regular_total: int, fraction: float) -> int:
 def _interleave(regular: list[tuple], gold: list[tuple]) -> list[tuple[tuple, bool]]:
     """Gold items spread evenly through the regular ones, so an annotator cannot spot them by position."""
     out = [(r, False) for r in regular]
-    for j, g in enumerate(gold):
-        at = round((j + 1) * len(out) / (len(gold) + 1)) + j
-        out.insert(min(at, len(out)), (g, True))
+    for j, g in enumerate(gold):  # + j: the gold items already inserted before this one
+        out.insert(round((j + 1) * len(regular) / (len(gold) + 1)) + j, (g, True))
     return out
 
 

@@ -14,13 +14,15 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
-from collections.abc import Callable
+import tty
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import RenderableType
 from rich.markup import escape
@@ -96,11 +98,46 @@ class RuleBook:
         return out
 
 
+class Keyboard:
+    """Single keys from the terminal. It stays in cbreak mode for the whole session (a per-key raw mode would
+    flush keys typed while a card is still drawing); `cooked()` gives line input and the editor a normal tty."""
+
+    def __init__(self) -> None:
+        self.fd = sys.stdin.fileno()
+        self._saved = termios.tcgetattr(self.fd)
+
+    def __enter__(self) -> Keyboard:
+        tty.setcbreak(self.fd, termios.TCSANOW)  # TCSANOW: keep what was typed ahead
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+
+    def get(self) -> str:
+        """One key; end of input reads as quit."""
+        first = os.read(self.fd, 1)
+        if not first:
+            return "q"
+        extra = 3 if first[0] >= 0xF0 else 2 if first[0] >= 0xE0 else 1 if first[0] >= 0xC0 else 0
+        data = first + (os.read(self.fd, extra) if extra else b"")
+        return data.decode("utf-8", errors="replace")
+
+    @contextmanager
+    def cooked(self) -> Iterator[None]:
+        termios.tcsetattr(self.fd, termios.TCSANOW, self._saved)
+        try:
+            yield
+        finally:
+            tty.setcbreak(self.fd, termios.TCSANOW)
+
+
 class ReviewUI:
     """Draws the card and turns single keys into session decisions."""
 
-    def __init__(self, ws: Workspace, session: Session, queue: str, rules: RuleBook, worker: BackgroundStore):
+    def __init__(self, ws: Workspace, session: Session, queue: str, rules: RuleBook, worker: BackgroundStore,
+                 keyboard: Keyboard):
         self.ws = ws
+        self.kb = keyboard
         self.session = session
         self.queue = queue
         self.rules = rules
@@ -140,7 +177,7 @@ class ReviewUI:
     def pick(self, title: str, options: list[tuple[str, str]]) -> str | None:
         """Show a numbered menu under the card and read one digit; None when cancelled."""
         self.draw(menu(title, options))
-        key = click.getchar()
+        key = self.kb.get()
         if key.isdigit() and 1 <= int(key) <= len(options):
             return options[int(key) - 1][0]
         self.status = f"{title}: cancelled"
@@ -149,7 +186,7 @@ class ReviewUI:
     def run(self) -> None:
         while self.session.current is not None:
             self.draw()
-            key = click.getchar()
+            key = self.kb.get()
             if key in ("q", "Q"):
                 return
             action = self.keys.get(key.lower())
@@ -203,7 +240,8 @@ class ReviewUI:
         if not self._needs_sample("edit"):
             return
         before = self._answer_text()
-        edited = run_editor(before)
+        with self.kb.cooked():
+            edited = run_editor(before)
         if edited is None:
             self.status = "editor failed: nothing saved"
             return
@@ -229,7 +267,7 @@ class ReviewUI:
         for i in range(len(item.steps)):
             self.status = f"step {i + 1} of {len(item.steps)}: y correct · n incorrect · space keep · other key stops"
             self.draw()
-            key = click.getchar()
+            key = self.kb.get()
             if key in ("y", "n"):
                 self.session.decide("step", step_index=i, step_correct=key == "y")
             elif key != " ":
@@ -239,7 +277,8 @@ class ReviewUI:
     def note(self) -> None:
         self.status = "type a note, Enter saves (empty cancels)"
         self.draw()
-        text = console.input("note: ").strip()
+        with self.kb.cooked():
+            text = console.input("note: ").strip()
         if text:
             self.session.decide("note", note=text)
         self.status = "note saved" if text else "note cancelled"
@@ -359,9 +398,9 @@ def review_main(ws: Workspace, annotator: str, queue: str, run: str | None, limi
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CotgenError("cotgen review needs a terminal; for bulk decisions use `cotgen review import FILE.jsonl`")
     session, worker = start_session(ws, annotator, spec, limit)
-    ui = ReviewUI(ws, session, spec.key, RuleBook(ws), worker)
     try:
-        ui.run()
+        with Keyboard() as keyboard:
+            ReviewUI(ws, session, spec.key, RuleBook(ws), worker, keyboard).run()
     finally:
         report = worker.close()
         console.clear()
