@@ -26,7 +26,7 @@ from training.metrics import scheme_metrics
 from conftest import run_cli
 
 pytestmark = pytest.mark.slow
-TINY = ["--set", "batch_size=2", "--set", "grad_accum=1", "--set", "max_length=192", "--set", "save_steps=1",
+TINY = ["--set", "batch_size=2", "--set", "grad_accum=1", "--set", "max_length=160", "--set", "save_steps=1",
         "--set", "logging_steps=1"]
 
 
@@ -37,7 +37,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     run_cli("init", "--example", str(root))
     run_cli("ingest", "-w", str(root))
     with (root / "cotgen.toml").open("a", encoding="utf-8") as f:
-        f.write("\n[training]\nmax_steps = 1\neval_limit = 4\n")
+        f.write("\n[training]\nmax_steps = 1\neval_limit = 2\n")
     workspace = Workspace.open(root)
     build_store(workspace, n_queries=12)
     with open_store(workspace) as store:
@@ -85,7 +85,7 @@ def test_resume_continues_from_the_last_checkpoint(ws: Workspace, sft_run: dict)
 
     out = Path(sft_run["output_dir"])
     version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
-    cfg = SFTTrainConfig(max_steps=2, batch_size=2, grad_accum=1, max_length=192, save_steps=100)
+    cfg = SFTTrainConfig(max_steps=2, batch_size=2, grad_accum=1, max_length=160, save_steps=100)
     result = train_sft(version, "bundled:smollm2-135m-instruct", out, cfg)
     assert result.resumed_from == str(out / "checkpoint-1")
     assert result.global_step == 2
@@ -122,11 +122,14 @@ def test_eval_cli_label_prob_with_cumpt(ws: Workspace, sft_run: dict) -> None:
 
 
 def test_train_and_eval_stages(ws: Workspace, sft_run: dict) -> None:
-    proc = run_cli("run", "--stage", "train", "--stage", "eval", "-w", str(ws.root), "--json")
-    results = json.loads(proc.stdout[proc.stdout.index("{\n"):])
-    assert results["train"]["skipped"] is True  # [training].max_steps = 1 and the run on this version is done
-    assert results["eval"]["model"] == str(ws.runs_dir / "relevance-sft")
-    assert results["eval"]["rows"] == min(4, len(eval_rows(open_version(ws.datasets_dir, DatasetRef("relevance")), "test", None)))
+    from cotgen.commands.run import STAGES
+
+    train = STAGES["train"].run(ws)
+    assert train["skipped"] is True  # [training].max_steps = 1 and the run on this version is done
+    evaluated = STAGES["eval"].run(ws)
+    assert evaluated["model"] == str(ws.runs_dir / "relevance-sft")
+    assert evaluated["rows"] == min(2, len(eval_rows(open_version(ws.datasets_dir, DatasetRef("relevance")), "test", None)))
+    assert Path(evaluated["files"]["metrics"]).exists()
 
 
 def test_dpo_with_lora_a_step(ws: Workspace) -> None:
@@ -134,7 +137,8 @@ def test_dpo_with_lora_a_step(ws: Workspace) -> None:
 
     version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
     out = ws.runs_dir / "dpo-lora"
-    cfg = DPOTrainConfig(max_steps=1, batch_size=2, grad_accum=1, max_length=192, lora=True, save_steps=100)
+    cfg = DPOTrainConfig(max_steps=1, batch_size=2, grad_accum=1, max_length=160, lora=True, save_steps=100,
+                         logging_steps=1)
     result = train_dpo(version, "bundled:smollm2-135m-instruct", out, cfg)
     assert result.global_step == 1
     assert (out / "adapter" / "adapter_config.json").exists()
@@ -144,13 +148,13 @@ def test_dpo_with_lora_a_step(ws: Workspace) -> None:
     assert "rewards/margins" in json.dumps(json.loads((out / "checkpoint-1" / "trainer_state.json").read_text()))
 
 
-def test_grpo_a_step_with_label_format_and_step_rewards(ws: Workspace) -> None:
+def test_grpo_with_lora_a_step_with_label_format_and_step_rewards(ws: Workspace) -> None:
     from training.grpo import train_grpo
 
     version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
     out = ws.runs_dir / "grpo"
-    cfg = GRPOTrainConfig(max_steps=1, batch_size=2, group_size=2, max_completion_length=8, beta=0.0, max_length=192,
-                          save_steps=100)
+    cfg = GRPOTrainConfig(max_steps=1, batch_size=2, group_size=2, max_completion_length=8, beta=0.0, max_length=160,
+                          save_steps=100, logging_steps=1, lora=True)
     result = train_grpo(version, "bundled:smollm2-135m-instruct", out, cfg)
     assert result.global_step == 1
     manifest = json.loads((out / "run_manifest.json").read_text())
@@ -172,7 +176,7 @@ def test_label_probabilities_sum_to_one_and_generation_parses(ws: Workspace) -> 
         assert sum(pred.probs.values()) == pytest.approx(1.0, abs=1e-6)
         assert 0 < pred.label_mass <= 1.0
     # Labels that share their first tokens ("Good" / "Goodish") are scored as whole sequences; still a distribution.
-    shared = LabelScheme(name="shared", relevant=["G"], grades=[
+    shared = LabelScheme(name="shared", relevant=["Good"], grades=[
         Grade(id="Good", name="good", meaning="."), Grade(id="Goodish", name="goodish", meaning="."),
         Grade(id="Bad", name="bad", meaning=".")])
     gold = [{**r, "label": "Good"} for r in rows[:2]]

@@ -22,7 +22,7 @@ class TrainConfig:
     grad_accum: int = 4
     warmup: float = 0.05  # a float in [0, 1) is a share of the steps, an integer a step count
     weight_decay: float = 0.0
-    max_length: int = 1024  # prompt + answer tokens; longer rows are truncated
+    max_length: int = 1024  # SFT/DPO: prompt + answer tokens, longer rows truncated (GRPO: max_completion_length)
     seed: int = 0
     logging_steps: int = 10
     save_steps: int = 200  # a checkpoint every N steps is what a re-run resumes from

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainingArguments
 from trl import DPOConfig, GRPOConfig, SFTConfig
 
 from training.configs import DPOTrainConfig, GRPOTrainConfig, SFTTrainConfig, TrainConfig
@@ -15,6 +16,10 @@ def precision() -> dict[str, Any]:
     """bf16 where a GPU supports it, full fp32 elsewhere (CPU bf16 autocast is slow and lossy for tiny models)."""
     gpu = torch.cuda.is_available()
     return {"bf16": bool(gpu and torch.cuda.is_bf16_supported()), "use_cpu": not gpu}
+
+
+# transformers 5 renamed gradient checkpointing; the old name still works but warns on every run.
+CHECKPOINTING = "activation_checkpointing" if hasattr(TrainingArguments, "activation_checkpointing") else "gradient_checkpointing"
 
 
 def _common(cfg: TrainConfig, output_dir: Path) -> dict[str, Any]:
@@ -32,7 +37,7 @@ def _common(cfg: TrainConfig, output_dir: Path) -> dict[str, Any]:
         "save_strategy": "steps",
         "save_steps": cfg.save_steps,
         "save_total_limit": cfg.save_total_limit,
-        "gradient_checkpointing": cfg.gradient_checkpointing,
+        CHECKPOINTING: cfg.gradient_checkpointing,
         "report_to": "none",
         "disable_tqdm": True,
         **precision(),
