@@ -6,6 +6,7 @@ goes through the same journal-then-store path as the interactive review, as one 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from dataclasses import dataclass
@@ -239,3 +240,27 @@ def export_reviews(store: Store, live_only: bool = False) -> list[dict]:
     """Every decision (or only the live ones), oldest first, as import-ready dicts."""
     rows = store.query(EXPORT_SQL.format(table="live_reviews" if live_only else "reviews"))
     return [json.loads(Review.model_validate(r).model_dump_json()) for r in rows]
+
+
+def read_gold(path: Path) -> list[tuple[str, str, str]]:
+    """(pair_id, label, note) rows from a CSV with a header or a JSONL file."""
+    if not path.is_file():
+        raise CotgenError(f"{path}: no such file")
+    rows = []
+    if path.suffix == ".jsonl":
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                rows.append((str(data["pair_id"]), str(data["label"]), str(data.get("note", ""))))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise CotgenError(f"{path}:{n}: expected {{\"pair_id\": ..., \"label\": ...}} ({e})") from None
+        return rows
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or not {"pair_id", "label"} <= set(reader.fieldnames):
+            raise CotgenError(f"{path}:1: header: needs columns pair_id and label")
+        for row in reader:
+            rows.append((row["pair_id"].strip(), row["label"].strip(), (row.get("note") or "").strip()))
+    return rows

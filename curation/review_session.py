@@ -1,19 +1,41 @@
-"""One annotator's pass over claimed items: decisions, undo, progress. No terminal I/O here."""
+"""One annotator's sitting: claimed items, decisions, undo, progress, and the store work behind it. No terminal I/O."""
 
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from curation.review_log import new_review
-from curation.review_queue import PAIR_PREFIX, ReviewItem
+from curation.review_log import (
+    BackgroundStore,
+    append_journal,
+    flush_workspace,
+    gated_store,
+    journal_dir,
+    new_review,
+    utc_now,
+)
+from curation.review_queue import (
+    PAIR_PREFIX,
+    ClaimContext,
+    QueueSpec,
+    ReviewItem,
+    check_ids,
+    claim,
+    claimable,
+    load_items,
+    unfinished,
+)
 from curation.store import Store
+from schemas.errors import CotgenError
 from schemas.review import Review
+from schemas.workspace import Workspace
 
 COMPLETING = frozenset({"accept", "reject", "edit", "skip"})
+CHUNK = 20  # items claimed per store visit: small enough that idle claims do not starve other annotators
 
 
 def item_key_of(review: Review) -> str:
@@ -192,3 +214,75 @@ HISTORY_SQL = "SELECT * FROM reviews WHERE annotator = ? ORDER BY created_at, re
 def load_history(store: Store, annotator: str) -> list[Review]:
     """Every decision of this annotator in the store, undo rows included, oldest first."""
     return [Review.model_validate(r) for r in store.query(HISTORY_SQL, [annotator])]
+
+
+class ClaimAhead:
+    """Items claimed by the background store worker before the session runs out, handed over on demand."""
+
+    def __init__(self, ws: Workspace, ctx: ClaimContext, worker: BackgroundStore):
+        self.ws = ws
+        self.ctx = ctx
+        self.worker = worker
+        self._lock = threading.Lock()
+        self._ready: list[ReviewItem] = []
+        self._asked = False
+
+    def _claim(self, store: Store, n: int) -> list[ReviewItem]:
+        return load_items(store, self.ctx.annotator, claim(store, self.ctx, n, utc_now()))
+
+    def request(self, n: int) -> None:
+        """Claim n more on the worker's next visit (one request at a time)."""
+        with self._lock:
+            if self._asked or self._ready:
+                return
+            self._asked = True
+
+        def job(store: Store) -> None:
+            items = self._claim(store, n)
+            with self._lock:
+                self._ready.extend(items)
+                self._asked = False
+
+        self.worker.submit(job)
+
+    def take(self, n: int) -> list[ReviewItem]:
+        """What the worker claimed ahead, else a claim right now (the session has nothing left to show)."""
+        with self._lock:
+            ready, self._ready = self._ready, []
+        if ready:
+            return ready
+        with gated_store(self.ws) as store:
+            return self._claim(store, n)
+
+
+def open_session(ws: Workspace, annotator: str, spec: QueueSpec, limit: int | None) -> tuple[Session, BackgroundStore]:
+    """Flush what earlier sessions left in journals, resume this annotator's unfinished items, claim more.
+
+    Returns the session and the background worker that copies its decisions into the store (close it at the end).
+    """
+    first = flush_workspace(ws)
+    if first.busy:
+        raise CotgenError(f"{ws.store_path}: the store stayed busy for {ws.config.store.lock_timeout_s:g}s "
+                          f"(store.lock_timeout_s); try again when the other command finishes")
+    ctx = ClaimContext(annotator=annotator, spec=spec, config=ws.config.review, seed=ws.config.curation.seed,
+                       gamma=ws.config.curation.difficulty.gamma)
+    with gated_store(ws) as store:
+        check_ids(store, spec)
+        keys = unfinished(store, ctx)
+        target = len(keys) + claimable(store, ctx, utc_now())
+        if limit is not None:
+            keys = keys[:limit]
+            target = min(target, limit)
+        items = load_items(store, annotator, keys)
+        history = load_history(store, annotator)
+    journal = journal_dir(ws) / f"{annotator}.jsonl"
+    worker = BackgroundStore(ws)
+    ahead = ClaimAhead(ws, ctx, worker)
+
+    def record(review: Review) -> None:
+        append_journal(journal, [review])
+        worker.kick()
+
+    session = Session(annotator, items, history, record, ahead.take, target=target, limit=limit, chunk=CHUNK,
+                      prefetch=ahead.request)
+    return session, worker

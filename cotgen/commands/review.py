@@ -7,7 +7,6 @@ then on), then copied into the store by a background thread with short write tra
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shlex
@@ -15,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import termios
-import threading
 import tty
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,42 +27,29 @@ from rich.markup import escape
 
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, table
 from curation.review_card import CardFrame, RuleText, menu, render_card, render_guidelines
-from curation.review_io import export_reviews, import_reviews, normalize_edit
+from curation.review_io import export_reviews, import_reviews, normalize_edit, read_gold
 from curation.review_log import (
     BackgroundStore,
     FlushReport,
-    append_journal,
     check_annotator,
     flush_workspace,
     gated_store,
     journal_dir,
-    utc_now,
 )
 from curation.review_queue import (
-    ClaimContext,
-    QueueSpec,
-    ReviewItem,
     add_gold,
-    check_ids,
-    claim,
-    claimable,
-    load_items,
     parse_queue,
-    unfinished,
 )
-from curation.review_session import Session, load_history
+from curation.review_session import Session, open_session
 from curation.review_stats import review_stats
-from curation.store import Store
 from schemas.answer import render_answer
 from schemas.config import ReviewConfig
 from schemas.errors import CotgenError
 from schemas.labels import LabelScheme
-from schemas.review import Review
 from schemas.workspace import Workspace
 
 app = typer.Typer(help="Annotator review: the terminal card, agreement stats, bulk import and export.")
 STAGES: list = []
-CHUNK = 20  # items claimed per store visit: small enough that idle claims do not starve other annotators
 
 
 class RuleBook:
@@ -321,75 +306,6 @@ def _flush_message(report: FlushReport, journal: Path) -> str:
     return "all decisions are in the store"
 
 
-class ClaimAhead:
-    """Items claimed by the background store worker before the session runs out, handed over on demand."""
-
-    def __init__(self, ws: Workspace, ctx: ClaimContext, worker: BackgroundStore):
-        self.ws = ws
-        self.ctx = ctx
-        self.worker = worker
-        self._lock = threading.Lock()
-        self._ready: list[ReviewItem] = []
-        self._asked = False
-
-    def _claim(self, store: Store, n: int) -> list[ReviewItem]:
-        return load_items(store, self.ctx.annotator, claim(store, self.ctx, n, utc_now()))
-
-    def request(self, n: int) -> None:
-        """Claim n more on the worker's next visit (one request at a time)."""
-        with self._lock:
-            if self._asked or self._ready:
-                return
-            self._asked = True
-
-        def job(store: Store) -> None:
-            items = self._claim(store, n)
-            with self._lock:
-                self._ready.extend(items)
-                self._asked = False
-
-        self.worker.submit(job)
-
-    def take(self, n: int) -> list[ReviewItem]:
-        """What the worker claimed ahead, else a claim right now (the session has nothing left to show)."""
-        with self._lock:
-            ready, self._ready = self._ready, []
-        if ready:
-            return ready
-        with gated_store(self.ws) as store:
-            return self._claim(store, n)
-
-
-def start_session(ws: Workspace, annotator: str, spec: QueueSpec, limit: int | None) -> tuple[Session, BackgroundStore]:
-    """Flush what earlier sessions left in journals, resume this annotator's unfinished items, claim more."""
-    first = flush_workspace(ws)
-    if first.busy:
-        raise CotgenError(f"{ws.store_path}: the store stayed busy for {ws.config.store.lock_timeout_s:g}s "
-                          f"(store.lock_timeout_s); try again when the other command finishes")
-    ctx = ClaimContext(annotator=annotator, spec=spec, config=ws.config.review, seed=ws.config.curation.seed,
-                       gamma=ws.config.curation.difficulty.gamma)
-    with gated_store(ws) as store:
-        check_ids(store, spec)
-        keys = unfinished(store, ctx)
-        target = len(keys) + claimable(store, ctx, utc_now())
-        if limit is not None:
-            keys = keys[:limit]
-            target = min(target, limit)
-        items = load_items(store, annotator, keys)
-        history = load_history(store, annotator)
-    journal = journal_dir(ws) / f"{annotator}.jsonl"
-    worker = BackgroundStore(ws)
-    ahead = ClaimAhead(ws, ctx, worker)
-
-    def record(review: Review) -> None:
-        append_journal(journal, [review])
-        worker.kick()
-
-    session = Session(annotator, items, history, record, ahead.take, target=target, limit=limit, chunk=CHUNK,
-                      prefetch=ahead.request)
-    return session, worker
-
-
 def review_main(ws: Workspace, annotator: str, queue: str, run: str | None, limit: int | None) -> None:
     check_annotator(annotator)
     if limit is not None and limit < 1:
@@ -397,7 +313,7 @@ def review_main(ws: Workspace, annotator: str, queue: str, run: str | None, limi
     spec = parse_queue(queue, run)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CotgenError("cotgen review needs a terminal; for bulk decisions use `cotgen review import FILE.jsonl`")
-    session, worker = start_session(ws, annotator, spec, limit)
+    session, worker = open_session(ws, annotator, spec, limit)
     try:
         with Keyboard() as keyboard:
             ReviewUI(ws, session, spec.key, RuleBook(ws), worker, keyboard).run()
@@ -509,30 +425,6 @@ def export_command(
         console.print(f"wrote {len(rows):,} decisions to {output}")
 
 
-def _read_gold(path: Path) -> list[tuple[str, str, str]]:
-    """(pair_id, label, note) rows from a CSV with a header or a JSONL file."""
-    if not path.is_file():
-        raise CotgenError(f"{path}: no such file")
-    rows = []
-    if path.suffix == ".jsonl":
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-                rows.append((str(data["pair_id"]), str(data["label"]), str(data.get("note", ""))))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise CotgenError(f"{path}:{n}: expected {{\"pair_id\": ..., \"label\": ...}} ({e})") from None
-        return rows
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"pair_id", "label"} <= set(reader.fieldnames):
-            raise CotgenError(f"{path}:1: header: needs columns pair_id and label")
-        for row in reader:
-            rows.append((row["pair_id"].strip(), row["label"].strip(), (row.get("note") or "").strip()))
-    return rows
-
-
 @app.command("gold")
 def gold_command(
     path: Annotated[Path, typer.Argument(help="CSV (pair_id,label[,note]) or JSONL of pairs with a trusted label.")],
@@ -542,7 +434,7 @@ def gold_command(
 ) -> None:
     """Mark pairs as gold: their trusted labels score annotators (review.gold_fraction of each queue)."""
     ws = open_workspace(workspace)
-    rows = _read_gold(path)
+    rows = read_gold(path)
     with gated_store(ws) as store:
         n = add_gold(store, rows, added_by, _schemes(ws), str(path))
         total = store.scalar("SELECT count(*) FROM review_gold")
