@@ -76,7 +76,7 @@ def _loc(err: ValidationError) -> str:
 def read_records(path: Path) -> list[tuple[int, ImportRecord]]:
     """(line number, record) for every non-blank line; the first malformed line is a one-line error."""
     if not path.is_file():
-        raise CotgenError(f"{path}: no such file")
+        raise CotgenError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     out = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, start=1):

@@ -369,14 +369,17 @@ def stats_command(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False)
     def num(x: float | None, fmt: str = ".2f") -> str:
         return "-" if x is None else format(x, fmt)
 
-    console.print(table("annotators", ["annotator", "items", "skipped", "accept", "reject", "edit", "relabel",
-                                       "median s/item", "gold items", "gold label acc", "gold wrong accepts"],
+    rows = stats["annotators"]
+    console.print(table("decisions per annotator (s/item: median seconds per item)",
+                        ["annotator", "items", "skip", "accept", "reject", "edit", "relabel", "s/item"],
                         [[s["annotator"], s["items"], s["skipped"], pct(s["accept_rate"]), pct(s["reject_rate"]),
-                          pct(s["edit_rate"]), pct(s["relabel_rate"]), num(s["median_seconds"], ".1f"),
-                          s["gold_items"], pct(s["gold_label_accuracy"]), s["gold_wrong_accepts"]]
-                         for s in stats["annotators"]]))
-    console.print(table("agreement on overlapping items (Cohen's kappa)",
-                        ["annotators", "shared items", "kappa (labels)", "accept/reject items", "kappa (accept/reject)"],
+                          pct(s["edit_rate"]), pct(s["relabel_rate"]), num(s["median_seconds"], ".1f")] for s in rows]))
+    console.print(table("gold pairs (bad accepts: accepted samples whose label is not the trusted one)",
+                        ["annotator", "gold items", "label accuracy", "bad accepts"],
+                        [[s["annotator"], s["gold_items"], pct(s["gold_label_accuracy"]), s["gold_wrong_accepts"]]
+                         for s in rows]))
+    console.print(table("agreement on shared items (Cohen's kappa)",
+                        ["annotators", "shared", "kappa label", "acc/rej shared", "kappa acc/rej"],
                         [[f"{a['annotator_a']} / {a['annotator_b']}", a["items"], num(a["label_kappa"]),
                           a["decision_items"], num(a["decision_kappa"])] for a in stats["agreement"]]))
 
