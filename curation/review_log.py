@@ -56,8 +56,9 @@ _GATE = threading.RLock()  # one store connection per process at a time: DuckDB 
 
 def check_annotator(name: str) -> str:
     """Annotator names become journal file names: letters, digits and _.@- only."""
-    if not ANNOTATOR_RE.fullmatch(name):
-        raise CotgenError(f"annotator: '{name}' is not a valid name (letters, digits and _.@-, at most 64)")
+    if not ANNOTATOR_RE.fullmatch(name) or name.startswith(IMPORT_PREFIX):
+        raise CotgenError(f"annotator: '{name}' is not a valid name (letters, digits and _.@-, at most 64, "
+                          f"not starting with '{IMPORT_PREFIX}')")
     return name
 
 
