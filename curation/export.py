@@ -101,18 +101,20 @@ def _checked(messages: object, pair_id: str) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
-def _render_prompts(store: Store, render: RenderPrompt) -> None:
-    """The policy prompt of every exported pair (rendered once per pair) into temp table `prompts`."""
+def _render_prompts(store: Store, render: RenderPrompt) -> pa.Table:
+    """The policy prompt of every exported pair, rendered once per pair, as an Arrow table (pair_id, prompt).
+
+    Batches turn into Arrow as they go, so Python objects never hold more than one batch of prompts.
+    """
     pairs = store.con.sql(query("prompt_pairs")).to_arrow_table()
-    ids: list[str] = []
-    prompts: list[list[dict[str, str]]] = []
+    ids, prompts = [], []
     for batch in pairs.to_batches(PROMPT_BATCH):
-        for row in batch.to_pylist():
-            ids.append(row["pair_id"])
-            prompts.append(_checked(render(_pair(row)), row["pair_id"]))
-    table = pa.table({"pair_id": pa.array(ids, pa.string()), "prompt": pa.array(prompts, PROMPT_TYPE)})
-    with registered(store, "prompts_arrow", table):
-        store.con.execute(query("create_prompts"))
+        rows = batch.to_pylist()
+        ids.append(batch.column(0))
+        prompts.append(pa.array([_checked(render(_pair(r)), r["pair_id"]) for r in rows], PROMPT_TYPE))
+    if not ids:
+        return pa.table({"pair_id": pa.array([], pa.string()), "prompt": pa.array([], PROMPT_TYPE)})
+    return pa.table({"pair_id": pa.chunked_array(ids), "prompt": pa.chunked_array(prompts)})
 
 
 def _check_schemes(ws: Workspace, names: list[str]) -> None:
@@ -138,17 +140,18 @@ def select_rows(ws: Workspace, store: Store, kinds: list[str], order: AnswerOrde
     for kind in kinds:
         progress(f"selecting {kind}")
         selection[kind] = SELECTORS[kind](ctx)
-    store.con.execute(query("export_pairs").format(union=" UNION ".join(f"SELECT pair_id FROM rows_{k}" for k in kinds)))
+    store.con.execute(query("export_pairs").format(union=" UNION ALL ".join(f"SELECT pair_id FROM rows_{k}" for k in kinds)))
     scheme_names = [name for name, _n in store.rows(query("schemes"))]
     _check_schemes(ws, scheme_names)
     progress("splitting by query")
     splits = assign_splits(store, ws.config.curation.seed, ws.config.curation.split, previous_splits, version)
     progress("rendering policy prompts")
-    _render_prompts(store, render)
+    prompts = _render_prompts(store, render)
     progress("assembling rows")
-    tables = {kind: store.con.sql(query(f"final_{kind}")).to_arrow_table() for kind in kinds}
+    with registered(store, "prompts", prompts):
+        tables = {kind: store.con.sql(query(f"final_{kind}")).to_arrow_table() for kind in kinds}
+        prompt_hash = store.scalar(query("table_hash").format(table="(SELECT prompt FROM prompts)"))
     pass_at_k = {str(k): float(v) for _run, k, v, _pairs in store.rows(stats_query("run_pass_at_k"))}
-    prompt_hash = store.scalar(query("table_hash").format(table="(SELECT prompt FROM prompts)"))
     return Selected(tables=tables, selection=selection, splits=splits, scheme_names=scheme_names,
                     runs=[_run_record(r) for r in ctx.runs], pass_at_k=pass_at_k, prompt_hash=prompt_hash,
                     prompt_renderer=f"{getattr(render, '__module__', '?')}.{getattr(render, '__qualname__', repr(render))}")
@@ -237,7 +240,7 @@ def build_manifest(ws: Workspace, name: str, version: int, parent: int | None, c
     return {
         "name": name, "version": version, "parent": parent, "content_hash": chash, "kind_hashes": kind_hashes,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "toolkit_version": metadata.version("cotgen"),
+        "toolkit_version": metadata.version("cotgen"), "duckdb_version": duckdb.__version__,
         "format": order, "answer_format": answer_format(order),
         "scheme": scheme.model_dump() if scheme else None, "schemes_used": sel.scheme_names,
         "kinds": sorted(counts), "counts": counts,

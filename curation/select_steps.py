@@ -15,7 +15,7 @@ from schemas.sample import Step
 VOUCHING = ("accept", "edit")
 ROWS_SCHEMA = pa.schema([
     ("pair_id", pa.string()), ("query_id", pa.string()), ("label", pa.string()), ("sample_id", pa.string()),
-    ("completions", pa.list_(pa.string())), ("labels", pa.list_(pa.bool_())), ("draw", pa.string()),
+    ("completions", pa.list_(pa.string())), ("labels", pa.list_(pa.bool_())), ("draw", pa.uint64()),
 ])
 
 

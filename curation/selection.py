@@ -65,7 +65,11 @@ def open_selection(store: Store, config: CotgenConfig, order: AnswerOrder, sourc
     teachers, policy = pick_runs(store, config)
     ctx = SelectionContext(store, config, order, teachers, policy, sources, embed)
     cur = config.curation
+    # Selections write temp tables whose row order nothing depends on (exports sort explicitly), and
+    # DuckDB needs much less memory when it may reorder.
+    store.con.execute("SET preserve_insertion_order = false")
     install_macros(store)
+    store.con.execute(query("macros"))
     store.con.execute(query("params"), {
         "seed": str(cur.seed), "sources": sources, "teacher_runs": [r.run_id for r in teachers],
         "policy_run": policy.run_id if policy else None, "curriculum": list(cur.curriculum),
@@ -119,7 +123,7 @@ def steps_from_json(text: str | None) -> list[Step]:
 
 RENDERED_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("pair_id", pa.string()), ("gold", pa.string()), ("decision", pa.string()),
-    ("edited", pa.bool_()), ("draw", pa.string()), ("completion", pa.string()), ("cot", pa.string()),
+    ("edited", pa.bool_()), ("draw", pa.uint64()), ("completion", pa.string()), ("cot", pa.string()),
     ("chars", pa.int64()),
 ])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from helpers_curation import (
     SCHEME,
@@ -16,13 +17,14 @@ from helpers_curation import (
     copy_workspace,
     ingest_crowdflower,
     pairs_of_queries,
+    plain_prompt,
     sample_id,
     steps_for,
     with_curation,
     wrong_label,
 )
 
-from curation.export import SELECTORS
+from curation.export import SELECTORS, export_dataset
 from curation.selection import open_selection
 from curation.store import open_store
 from schemas.answer import render_answer
@@ -51,6 +53,13 @@ def select(ws: Workspace, kinds: list[str], order: str = "label_first", embed=No
             counts[kind] = SELECTORS[kind](ctx)
             rows[kind] = store.query(f"SELECT * FROM rows_{kind} ORDER BY pair_id, draw")
     return rows, counts
+
+
+def exported_dpo(ws: Workspace, name: str) -> list[dict]:
+    """DPO rows as the export writes them (every split), with the texts pulled out of the messages."""
+    result = export_dataset(ws, name, ["dpo"], "label_first", plain_prompt)
+    rows = pq.read_table(result.path / "data" / "dpo").to_pylist() if result.version else []
+    return [{**r, "chosen_text": r["chosen"][0]["content"], "rejected_text": r["rejected"][0]["content"]} for r in rows]
 
 
 def some_pairs(ws: Workspace, n: int) -> list[PairRow]:
@@ -114,10 +123,11 @@ def test_dpo_mixed_all_wrong_all_right(ws: Workspace) -> None:
               for i in range(4)],
             *[(all_right.pair_id, i, answer_text(all_right, all_right.label, "label_first", i)) for i in range(4)],
         ])
-    rows, counts = select(with_curation(ws, dpo_per_pair=2), ["dpo"])
+    _rows, counts = select(with_curation(ws, dpo_per_pair=2), ["dpo"])
     assert counts["dpo"]["pairs_by_case"] == {"mixed": 1, "all_wrong": 1, "all_right": 1}
+    dpo = exported_dpo(with_curation(ws, dpo_per_pair=2), "cap2")
     by_pair: dict[str, list[dict]] = {}
-    for r in rows["dpo"]:
+    for r in dpo:
         by_pair.setdefault(r["pair_id"], []).append(r)
     assert all_right.pair_id not in by_pair
 
@@ -133,7 +143,7 @@ def test_dpo_mixed_all_wrong_all_right(ws: Workspace) -> None:
                                                            "label_first")}
     assert {r["rejected_text"] for r in w} == {answer_text(all_wrong, bad[all_wrong.pair_id], "label_first", i)
                                                for i in (0, 1)}
-    assert all(r["chosen_text"] != r["rejected_text"] and r["label"] for r in rows["dpo"])
+    assert all(r["chosen_text"] != r["rejected_text"] and r["label"] for r in dpo)
 
     rows, _ = select(with_curation(ws, dpo_per_pair=2, dpo_teacher_fallback=False), ["dpo"])
     assert {r["pair_id"] for r in rows["dpo"]} == {mixed.pair_id}

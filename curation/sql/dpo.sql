@@ -1,79 +1,74 @@
--- name: pool
--- Policy answers usable in a preference pair, one per distinct text and side: `good` ones (right label,
--- clean parse, consistent) may be chosen; wrong-label ones (unparsed included) may be rejected.
--- Texts stay in the store; only their hashes travel until the pairs are fixed.
-CREATE OR REPLACE TEMP TABLE dpo_pool AS
+-- name: sides
+-- Per pair of the policy run, its best answers (seeded draw) on each side, at most `cap`: `good` ones
+-- (right label, clean parse, consistent) may be chosen; wrong-label ones (unparsed included) may be
+-- rejected. Identical answers (same label and steps once parsed; unparsed ones by sample) count once,
+-- among the first 2 x cap drawn. One aggregate per pair; texts stay in the store until pairs are fixed.
+CREATE OR REPLACE TEMP TABLE dpo_sides AS
 WITH pol AS (
-    SELECT e.sample_id, e.pair_id, e.draw,
-           coalesce(e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent, false) AS good,
-           e.predicted IS DISTINCT FROM e.gold AS wrong,
-           md5(coalesce(e.edited_text, c.text)) AS text_md5
-    FROM eff e LEFT JOIN completions c ON c.request_key = e.sample_id
-    WHERE e.from_policy AND trim(coalesce(e.edited_text, c.text, '')) <> ''
+    SELECT pair_id, sample_id, draw, good,
+           -- with one pair per prompt nothing can repeat, so the steps are not even read
+           CASE WHEN $cap > 1 THEN hash(CASE WHEN predicted IS NULL THEN sample_id ELSE predicted || steps END)
+                ELSE 0 END AS answer
+    FROM (SELECT e.*, coalesce(e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent, false) AS good
+          FROM eff e WHERE e.from_policy AND e.parse_status <> 'empty')
+    WHERE good OR predicted IS DISTINCT FROM gold
+), top AS (
+    SELECT pair_id,
+           coalesce(arg_min({'s': sample_id, 'a': answer}, draw, 2 * $cap) FILTER (WHERE good), []) AS good_top,
+           coalesce(arg_min({'s': sample_id, 'a': answer}, draw, 2 * $cap) FILTER (WHERE NOT good), []) AS wrong_top
+    FROM pol GROUP BY pair_id
 )
-SELECT sample_id, pair_id, draw, good, text_md5,
-       row_number() OVER (PARTITION BY pair_id, good ORDER BY draw) - 1 AS r
-FROM (SELECT * FROM pol WHERE good OR wrong
-      QUALIFY row_number() OVER (PARTITION BY pair_id, good, text_md5 ORDER BY draw) = 1);
+SELECT pair_id, first_distinct(good_top)[1:$cap] AS good_ids, first_distinct(wrong_top)[1:$cap] AS wrong_ids
+FROM top;
 
 -- name: groups
 -- Each pair's case: mixed (a clean right and a wrong answer), all_wrong (no right label at all),
--- unclean (right labels, none clean, some wrong), all_right (nothing wrong).
+-- unclean (right labels, none clean, some wrong), all_right (nothing wrong left to reject). The right
+-- count is the policy run's c (pair_counts), reviews aside; all_wrong and unclean are rescued alike.
 CREATE OR REPLACE TEMP TABLE dpo_groups AS
-WITH sides AS (
-    SELECT pair_id, count(*) FILTER (WHERE predicted = gold) AS n_right FROM eff WHERE from_policy GROUP BY pair_id
-), pool AS (
-    SELECT pair_id, count(*) FILTER (WHERE good) AS n_good, count(*) FILTER (WHERE NOT good) AS n_wrong
-    FROM dpo_pool GROUP BY pair_id
-)
-SELECT s.pair_id, s.n_right, coalesce(p.n_good, 0) AS n_good, coalesce(p.n_wrong, 0) AS n_wrong,
-       CASE WHEN coalesce(p.n_wrong, 0) = 0 THEN 'all_right'
-            WHEN coalesce(p.n_good, 0) > 0 THEN 'mixed'
-            WHEN s.n_right = 0 THEN 'all_wrong'
+SELECT s.pair_id, s.c AS n_right, len(coalesce(d.good_ids, [])) AS n_good, len(coalesce(d.wrong_ids, [])) AS n_wrong,
+       CASE WHEN len(coalesce(d.wrong_ids, [])) = 0 THEN 'all_right'
+            WHEN len(d.good_ids) > 0 THEN 'mixed'
+            WHEN s.c = 0 THEN 'all_wrong'
             ELSE 'unclean' END AS kind
-FROM sides s LEFT JOIN pool p USING (pair_id);
+FROM pair_stage s
+CROSS JOIN selection_params sp
+JOIN gold_pairs g ON g.pair_id = s.pair_id
+LEFT JOIN dpo_sides d ON d.pair_id = s.pair_id
+WHERE len(sp.sources) = 0 OR list_contains(sp.sources, g.source);
 
 -- name: mixed
--- Up to `cap` pairs per prompt: the i-th chosen with the i-th rejected, the shorter side cycling.
+-- Up to `cap` pairs per prompt: the i-th chosen with the i-th rejected, the shorter side cycling. The
+-- two always differ in label, so never in text.
 CREATE OR REPLACE TEMP TABLE dpo_pairs AS
-WITH m AS (
-    SELECT pair_id, n_good, n_wrong, unnest(range(least($cap, greatest(n_good, n_wrong)))) AS i
-    FROM dpo_groups WHERE kind = 'mixed'
-)
-SELECT m.pair_id, ch.sample_id AS chosen_id, rj.sample_id AS rejected_id, 'policy' AS chosen_from
-FROM m
-JOIN dpo_pool ch ON ch.pair_id = m.pair_id AND ch.good AND ch.r = m.i % m.n_good
-JOIN dpo_pool rj ON rj.pair_id = m.pair_id AND NOT rj.good AND rj.r = m.i % m.n_wrong
-WHERE ch.text_md5 <> rj.text_md5;
+SELECT pair_id, good_ids[i % len(good_ids) + 1] AS chosen_id, wrong_ids[i % len(wrong_ids) + 1] AS rejected_id,
+       'policy' AS chosen_from
+FROM (SELECT d.pair_id, d.good_ids, d.wrong_ids,
+             unnest(range(least($cap, greatest(len(d.good_ids), len(d.wrong_ids))))) AS i
+      FROM dpo_sides d JOIN dpo_groups g ON g.pair_id = d.pair_id AND g.kind = 'mixed');
 
 -- name: wanted
 -- Pairs the teacher's answer rescues: wrong answers and no clean right one.
 INSERT INTO wanted_pairs SELECT pair_id FROM dpo_groups WHERE kind IN ('all_wrong', 'unclean');
 
 -- name: teacher
+-- The teacher's answer (gold label, export order) against up to `cap` distinct wrong answers.
 INSERT INTO dpo_pairs
-SELECT w.pair_id, t.sample_id, w.sample_id, 'teacher'
-FROM dpo_pool w
-JOIN dpo_groups g ON g.pair_id = w.pair_id AND g.kind IN ('all_wrong', 'unclean')
-JOIN best_teacher t ON t.pair_id = w.pair_id
-WHERE NOT w.good AND w.r < $cap AND md5(t.completion) <> w.text_md5;
+SELECT w.pair_id, t.sample_id, w.wrong_ids[w.i + 1], 'teacher'
+FROM (SELECT d.pair_id, d.wrong_ids, unnest(range(least($cap, len(d.wrong_ids)))) AS i
+      FROM dpo_sides d JOIN wanted_pairs USING (pair_id)) w
+JOIN best_teacher t ON t.pair_id = w.pair_id;
 
 -- name: rows
+-- Ids only: the texts join in at export (final_dpo), so no selection step holds answer texts.
 CREATE OR REPLACE TEMP TABLE rows_dpo AS
 SELECT d.pair_id, g.query_id, g.label, d.chosen_from,
        d.chosen_id AS chosen_sample_id, d.rejected_id AS rejected_sample_id,
-       CASE WHEN d.chosen_from = 'teacher' THEN t.completion ELSE coalesce(ec.text, cc.text) END AS chosen_text,
-       coalesce(er.text, cr.text) AS rejected_text,
        coalesce(s.difficulty, 'unknown') AS difficulty, coalesce(s.stage, p.unknown_stage) AS stage,
-       md5(p.seed || ':' || d.chosen_id || ':' || d.rejected_id) AS draw
+       hash(p.seed || ':' || d.chosen_id || ':' || d.rejected_id) AS draw
 FROM dpo_pairs d
 CROSS JOIN selection_params p
 JOIN gold_pairs g ON g.pair_id = d.pair_id
-LEFT JOIN best_teacher t ON d.chosen_from = 'teacher' AND t.sample_id = d.chosen_id
-LEFT JOIN completions cc ON cc.request_key = d.chosen_id
-LEFT JOIN edits ec ON ec.sample_id = d.chosen_id
-LEFT JOIN completions cr ON cr.request_key = d.rejected_id
-LEFT JOIN edits er ON er.sample_id = d.rejected_id
 LEFT JOIN pair_stage s ON s.pair_id = d.pair_id;
 
 -- name: counts

@@ -1,5 +1,5 @@
 -- name: export_pairs
-CREATE OR REPLACE TEMP TABLE export_pairs AS {union};
+CREATE OR REPLACE TEMP TABLE export_pairs AS SELECT DISTINCT pair_id FROM ({union});
 
 -- name: schemes
 SELECT g.scheme, count(*) AS pairs FROM export_pairs e JOIN gold_pairs g USING (pair_id) GROUP BY ALL ORDER BY pairs DESC, g.scheme;
@@ -11,9 +11,6 @@ SELECT g.pair_id, g.source, g.query, g.title, g.description, CAST(g.attributes A
 FROM gold_pairs g JOIN export_pairs USING (pair_id)
 ORDER BY g.pair_id;
 
--- name: create_prompts
-CREATE OR REPLACE TEMP TABLE prompts AS SELECT * FROM prompts_arrow;
-
 -- name: final_sft
 -- TRL's conversational prompt-completion format; the CoT also kept apart as reasoning_content.
 SELECT x.split, pr.prompt, [{'role': 'assistant', 'content': r.completion}] AS completion,
@@ -22,11 +19,21 @@ FROM rows_sft r JOIN prompts pr USING (pair_id) JOIN split_of x USING (query_id)
 ORDER BY x.split, r.stage, r.draw, r.pair_id;
 
 -- name: final_dpo
--- TRL's conversational preference format.
-SELECT x.split, pr.prompt, [{'role': 'assistant', 'content': r.chosen_text}] AS chosen,
-       [{'role': 'assistant', 'content': r.rejected_text}] AS rejected,
+-- TRL's conversational preference format. Texts: the policy's raw completion (an edit wins) or, for a
+-- rescued pair, the teacher's answer rendered in the export's order.
+SELECT x.split, pr.prompt,
+       [{'role': 'assistant',
+         'content': CASE WHEN r.chosen_from = 'teacher' THEN t.completion ELSE coalesce(ec.text, cc.text) END}] AS chosen,
+       [{'role': 'assistant', 'content': coalesce(er.text, cr.text)}] AS rejected,
        r.pair_id, r.query_id, r.label, r.chosen_from, r.chosen_sample_id, r.rejected_sample_id, r.difficulty, r.stage
-FROM rows_dpo r JOIN prompts pr USING (pair_id) JOIN split_of x USING (query_id)
+FROM rows_dpo r
+JOIN prompts pr USING (pair_id)
+JOIN split_of x USING (query_id)
+JOIN completions cc ON cc.request_key = r.chosen_sample_id
+JOIN completions cr ON cr.request_key = r.rejected_sample_id
+LEFT JOIN best_teacher t ON t.sample_id = r.chosen_sample_id
+LEFT JOIN edits ec ON ec.sample_id = r.chosen_sample_id
+LEFT JOIN edits er ON er.sample_id = r.rejected_sample_id
 ORDER BY x.split, r.stage, r.draw, r.pair_id;
 
 -- name: final_grpo

@@ -1,3 +1,8 @@
+-- name: macros
+-- Sample ids of a list of {s: sample_id, a: answer hash}, keeping the first of each answer.
+CREATE OR REPLACE TEMP MACRO first_distinct(l) AS
+    list_transform(list_filter(l, lambda x, i: list_position(list_transform(l, lambda y: y.a), x.a) = i), lambda x: x.s);
+
 -- name: params
 -- One row of knobs the views below read (views cannot take statement parameters).
 CREATE OR REPLACE TEMP TABLE selection_params AS
@@ -17,7 +22,8 @@ CREATE OR REPLACE TEMP TABLE edits AS SELECT * FROM edits_arrow;
 
 -- name: effective
 -- Samples as the reviews leave them: rejected ones gone, an edit (re-parsed) replacing the original,
--- the gold label after relabels; `draw` is the seeded tie-breaker every selection orders by.
+-- the gold label after relabels; `draw` is the seeded tie-breaker every selection orders by (DuckDB's
+-- 64-bit hash: md5 costs seconds per million rows; the manifest records the DuckDB version).
 CREATE OR REPLACE TEMP VIEW eff AS
 SELECT s.sample_id, s.run_id, s.pair_id, g.query_id, g.source, g.label AS gold, d.action AS decision,
        list_contains(p.teacher_runs, s.run_id) AS from_teacher, s.run_id = p.policy_run AS from_policy,
@@ -26,7 +32,7 @@ SELECT s.sample_id, s.run_id, s.pair_id, g.query_id, g.source, g.label AS gold, 
        CASE WHEN e.sample_id IS NULL THEN s.predicted_label ELSE e.predicted_label END AS predicted,
        CASE WHEN e.sample_id IS NULL THEN s.parse_status ELSE e.parse_status END AS parse_status,
        CASE WHEN e.sample_id IS NULL THEN s.consistent ELSE e.consistent END AS consistent,
-       md5(p.seed || ':' || s.sample_id) AS draw
+       hash(p.seed || ':' || s.sample_id) AS draw
 FROM samples s
 CROSS JOIN selection_params p
 JOIN gold_pairs g ON g.pair_id = s.pair_id
@@ -45,7 +51,7 @@ WHERE pc.run_id = p.policy_run;
 
 -- name: create_teacher_answers
 CREATE OR REPLACE TEMP TABLE teacher_answers (
-    sample_id VARCHAR, pair_id VARCHAR, gold VARCHAR, decision VARCHAR, edited BOOLEAN, draw VARCHAR,
+    sample_id VARCHAR, pair_id VARCHAR, gold VARCHAR, decision VARCHAR, edited BOOLEAN, draw UBIGINT,
     completion VARCHAR, cot VARCHAR, chars BIGINT
 );
 CREATE OR REPLACE TEMP TABLE wanted_pairs (pair_id VARCHAR);
