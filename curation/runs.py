@@ -30,6 +30,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?::JSON, 'running', ?)
 """
 RESUME_RUN_SQL = "UPDATE runs SET status = 'running', params = ?::JSON, finished_at = NULL WHERE run_id = ?"
 FINISH_RUN_SQL = "UPDATE runs SET status = ?, summary = ?::JSON, finished_at = ? WHERE run_id = ?"
+COMPLETE_PAIRS_SQL = """
+SELECT pair_id FROM samples WHERE run_id = ? AND sample_index < ?
+GROUP BY pair_id HAVING count(DISTINCT sample_index) = ?
+"""
 DONE_KEYS_SQL = "SELECT k.key FROM done_probe k SEMI JOIN samples s ON s.sample_id = k.key"
 INSERT_COMPLETIONS_SQL = """
 INSERT OR IGNORE INTO completions
@@ -121,6 +125,11 @@ def open_run(store: Store, run: Run) -> Run:
 def finish_run(store: Store, run_id: str, status: RunStatus, summary: dict[str, Any]) -> None:
     with store.transaction() as con:
         con.execute(FINISH_RUN_SQL, [status, json.dumps(summary, default=str), _now(), run_id])
+
+
+def complete_pairs(store: Store, run_id: str, n: int) -> set[str]:
+    """Pairs that already have samples 0..n-1 in the run: a re-run skips them without rendering their prompts."""
+    return {r[0] for r in store.rows(COMPLETE_PAIRS_SQL, [run_id, n, n])}
 
 
 def done_keys(store: Store, keys: Iterable[str]) -> set[str]:

@@ -212,6 +212,39 @@ def transformers_server(model_path: str, log_path: Path, timeout_s: float = 180)
             proc.wait()
 
 
+def configure(workspace: Path, section: str, **values: object) -> None:
+    """Set keys of one [section] in a workspace's cotgen.toml (replacing what is there)."""
+    path = workspace / "cotgen.toml"
+    lines = path.read_text().splitlines()
+    header = f"[{section}]"
+    if header not in lines:
+        lines += ["", header]
+    start = lines.index(header) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
+    kept = [ln for ln in lines[start:end] if ln.split("=", 1)[0].strip() not in values]
+    new = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines[:start] + new + kept + lines[end:]) + "\n")
+
+
+CROWDFLOWER_MAP = "id=id,query=query,title=product_title,description=product_description,label=median_relevance"
+
+
+def crowdflower_workspace(base: Path, shared_data: Path) -> Path:
+    """A workspace with CrowdFlower ingested (scheme crowdflower) and the rule index built; made once under `base`."""
+    from conftest import run_cli
+
+    ws = base / "crowdflower-template"
+    if (ws / ".ready").exists():
+        return ws
+    run_cli("init", str(ws))
+    configure(ws, "index", k=2)
+    run_cli("ingest", str(shared_data / "crowdflower" / "train_dev.csv"), "-w", str(ws), "--source", "crowdflower",
+            "--scheme", "crowdflower", "--map", CROWDFLOWER_MAP, "--strip-html")
+    run_cli("index", "build", "-w", str(ws))
+    (ws / ".ready").touch()
+    return ws
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, default=0)

@@ -7,10 +7,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers_generation import fake_server
 
 from cotgen.backends.base import Job, Outcome, SamplingParams
 from cotgen.backends.openai import OpenAIBackend, OpenAIOptions
-from helpers_generation import fake_server
 from schemas.errors import CotgenError
 
 

@@ -32,6 +32,7 @@ from cotgen.structured import answer_schema
 from curation.runs import (
     CompletionRow,
     SampleRow,
+    complete_pairs,
     done_keys,
     finish_run,
     generation_pairs,
@@ -103,11 +104,11 @@ def _identity(config: BackendConfig) -> dict[str, Any]:
     return {f: getattr(config, f) for f in IDENTITY_FIELDS}
 
 
-def default_run_name(role: Role, config: BackendConfig, prompt: Prompt) -> str:
-    """`teacher-<model>-<hash>`: the same settings continue the same run; other settings start another."""
+def default_run_name(role: Role, config: BackendConfig, prompt: Prompt, retrieval: str = "") -> str:
+    """`teacher-<model>-<hash>`: the same settings continue the same run; other settings (or rules) start another."""
     model = config.model.removeprefix("bundled:").rstrip("/").rsplit("/", 1)[-1] or "model"
-    digest = hashlib.sha256(json.dumps([config.backend, config.model, prompt.hash, _identity(config)], sort_keys=True,
-                                       default=str).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(json.dumps([config.backend, config.model, prompt.hash, _identity(config), retrieval],
+                                       sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{role}-{model}-{digest}"
 
 
@@ -118,7 +119,15 @@ def _check(role: Role, config: BackendConfig) -> None:
         raise CotgenError(f"[{role}] backend = \"openai\" needs base_urls (e.g. [\"http://127.0.0.1:8000/v1\"]) or --base-url")
 
 
-def _rule_search(ws: Workspace) -> Callable[[list[Pair]], list[list[Rule]]]:
+@dataclass
+class RuleSearch:
+    """Retrieval for teacher prompts; `fingerprint` names the index contents and settings (part of the run identity)."""
+
+    search: Callable[[list[Pair]], list[list[Rule]]]
+    fingerprint: str
+
+
+def rule_search(ws: Workspace) -> RuleSearch:
     from cotgen.commands.index import index_dir, load_index
     from retrieval.search import search_pairs
 
@@ -126,13 +135,15 @@ def _rule_search(ws: Workspace) -> Callable[[list[Pair]], list[list[Rule]]]:
     if not path.exists():
         raise CotgenError(f"teacher prompts need retrieved rules, but there is no rule index at {path}; "
                           "run `cotgen index build` first (or put \"index\" before \"generate\" in pipeline.stages)")
-    idx = load_index(ws)
+    idx = load_index(ws)  # checks the index; the embedder loads on the first search
     cfg = ws.config.index
+    fingerprint = hashlib.sha256(json.dumps([idx.manifest.embedder, idx.manifest.documents, cfg.k, cfg.query_template],
+                                            sort_keys=True).encode()).hexdigest()[:16]
 
     def search(pairs: list[Pair]) -> list[list[Rule]]:
         return [[rule for rule, _ in hits] for hits in search_pairs(idx, pairs, cfg.k, template=cfg.query_template)]
 
-    return search
+    return RuleSearch(search, fingerprint)
 
 
 def _chunks(items: list[Pair], size: int) -> Iterator[list[Pair]]:
@@ -140,10 +151,9 @@ def _chunks(items: list[Pair], size: int) -> Iterator[list[Pair]]:
         yield items[i:i + size]
 
 
-def render_prompts(ws: Workspace, role: Role, config: BackendConfig, prompt: Prompt, pairs: list[Pair],
-                   quiet: bool) -> list[PairPrompt]:
+def render_prompts(ws: Workspace, config: BackendConfig, prompt: Prompt, pairs: list[Pair],
+                   search: Callable[[list[Pair]], list[list[Rule]]] | None, quiet: bool) -> list[PairPrompt]:
     """Messages for every pair; teacher prompts get the rules retrieved for the pair."""
-    search = _rule_search(ws) if role == "teacher" else None
     out: list[PairPrompt] = []
     with Progress(SpinnerColumn(), TextColumn("retrieving rules" if search else "rendering prompts"), BarColumn(),
                   MofNCompleteColumn(), console=err_console, transient=True, disable=quiet) as bar:
@@ -258,20 +268,26 @@ def run_generation(ws: Workspace, role: Role, config: BackendConfig, *, limit: i
     _check(role, config)
     budget = budget or Budget()
     prompt = load_prompt(role, config.prompt)
-    with open_store(ws) as store:
-        pairs = generation_pairs(store, source, limit)
-    if not pairs:
-        where = f" from source '{source}'" if source else ""
-        raise CotgenError(f"no pairs{where} in the store; run `cotgen ingest` first")
-    prompts = render_prompts(ws, role, config, prompt, pairs, quiet)
-    plan = plan_jobs(prompts, config.model, config.n, sampling_for(ws, config))
-    run = Run(run_id=uuid.uuid4().hex[:16], name=run_name or default_run_name(role, config, prompt), role=role,
-              backend=config.backend, model=config.model, prompt_name=prompt.name, prompt_hash=prompt.hash,
-              params={**_identity(config), "n": config.n, "identity": _identity(config),
+    rules = rule_search(ws) if role == "teacher" else None
+    fingerprint = rules.fingerprint if rules else ""
+    run = Run(run_id=uuid.uuid4().hex[:16], name=run_name or default_run_name(role, config, prompt, fingerprint),
+              role=role, backend=config.backend, model=config.model, prompt_name=prompt.name, prompt_hash=prompt.hash,
+              params={**_identity(config), "n": config.n, "identity": _identity(config), "retrieval": fingerprint,
                       "backend_config": config.model_dump(exclude={"n"})},
               started_at=datetime.now(timezone.utc).replace(tzinfo=None))
     with open_store(ws) as store:
+        pairs = generation_pairs(store, source, limit)
+        if not pairs:
+            where = f" from source '{source}'" if source else ""
+            raise CotgenError(f"no pairs{where} in the store; run `cotgen ingest` first")
         run = open_run(store, run)
+        complete = complete_pairs(store, run.run_id, config.n)
+    todo = [p for p in pairs if p.pair_id not in complete]
+    prompts = render_prompts(ws, config, prompt, todo, rules.search if rules else None, quiet)
+    plan = plan_jobs(prompts, config.model, config.n, sampling_for(ws, config))
+    plan.total += config.n * (len(pairs) - len(todo))
+    plan.done += config.n * (len(pairs) - len(todo))
+    with open_store(ws) as store:
         plan.skip(done_keys(store, plan.keys()))
     invocation = Invocation()
     status: RunStatus = "done"
@@ -376,7 +392,8 @@ def show_prompt(ws: Workspace, role: Role, config: BackendConfig, source: str | 
         pairs = generation_pairs(store, source, 1)
     if not pairs:
         raise CotgenError("no pairs in the store; run `cotgen ingest` first")
-    messages = render_prompts(ws, role, config, prompt, pairs, quiet=True)[0].messages
+    search = rule_search(ws).search if role == "teacher" else None
+    messages = render_prompts(ws, config, prompt, pairs, search, quiet=True)[0].messages
     console.print(f"[bold]{prompt.name}[/] ({prompt.hash[:12]}), pair {pairs[0].pair_id}", highlight=False)
     for m in messages:
         console.rule(m["role"])
@@ -423,7 +440,7 @@ def generate_command(
     else:
         print_summary(summary)
     if summary["failed"]:
-        raise typer.Exit(1)
+        raise SystemExit(1)  # a partial run: scripts see it; the same command retries what failed
 
 
 class GenerateStage:
