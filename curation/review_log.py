@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 from pydantic import ValidationError
 
-from curation.store import Store
+from curation.store import Store, StoreBusy
 from schemas.errors import CotgenError
 from schemas.review import Review
 from schemas.workspace import Workspace
@@ -31,7 +31,6 @@ from schemas.workspace import Workspace
 JOURNAL_SUBDIR = Path("reviews") / "journal"
 IMPORT_PREFIX = "import-"
 # Store raises CotgenError for a held lock; this is the part of its message that says so.
-STORE_BUSY = "in use by another cotgen process"
 ANNOTATOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 
 REVIEW_COLUMNS = ("review_id", "annotator", "action", "pair_id", "sample_id", "step_index", "step_correct",
@@ -213,10 +212,8 @@ def flush_workspace(ws: Workspace, timeout_s: float | None = None) -> FlushRepor
     try:
         with gated_store(ws, timeout_s=timeout_s) as store:
             return flush_into(store, folder)
-    except CotgenError as e:
-        if STORE_BUSY in str(e):
-            return FlushReport(busy=True)
-        raise
+    except StoreBusy:
+        return FlushReport(busy=True)
 
 
 class BackgroundStore:
@@ -279,7 +276,7 @@ class BackgroundStore:
                 for job in jobs:
                     job(store)
         except CotgenError as e:  # busy or broken: keep the work for the next visit, say why if it is not busy
-            self.error = None if STORE_BUSY in str(e) else str(e)
+            self.error = None if isinstance(e, StoreBusy) else str(e)
             with self._lock:
                 self._jobs = jobs + self._jobs
                 self._dirty = self._dirty or dirty

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections.abc import Iterator
@@ -16,6 +17,10 @@ from schemas.workspace import Workspace
 
 MIGRATIONS = "sql/migrations"
 _LOCK_HINTS = ("Could not set lock", "Conflicting lock")
+
+
+class StoreBusy(CotgenError):
+    """Another process holds the store's write lock for longer than we were willing to wait."""
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -63,12 +68,13 @@ class Store:
                 if not _is_lock_error(e):
                     raise CotgenError(f"{self.path}: cannot open the store: {e}") from None
                 if time.monotonic() >= deadline:
-                    raise CotgenError(
+                    raise StoreBusy(
                         f"{self.path}: the store is in use by another cotgen process{_lock_holder(e)}; "
                         f"waited {lock_timeout_s:g}s (store.lock_timeout_s). Try again when it finishes."
                     ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                # A short, jittered retry keeps waiting processes from sleeping through a free lock.
+                time.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 0.2)
 
     def __enter__(self) -> Store:
         return self
@@ -90,22 +96,22 @@ class Store:
             raise
         self.con.commit()
 
-    def schema_version(self) -> int:
+    def applied_versions(self) -> set[int]:
         exists = self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'")
-        if not exists:
-            return 0
-        return self.scalar("SELECT coalesce(max(version), 0) FROM schema_version")
+        return {r[0] for r in self.rows("SELECT version FROM schema_version")} if exists else set()
+
+    def schema_version(self) -> int:
+        return max(self.applied_versions(), default=0)
 
     def migrate(self) -> None:
-        """Apply every shipped migration newer than the store, each in its own transaction."""
-        current = self.schema_version()
+        """Apply every shipped migration the store lacks, in order, each in its own transaction."""
+        applied = self.applied_versions()
         shipped = migrations()
-        if shipped and current > shipped[-1][0]:
-            raise CotgenError(
-                f"{self.path}: store schema v{current} is newer than this cotgen (v{shipped[-1][0]}); upgrade cotgen"
-            )
+        newest = max((v for v, _, _ in shipped), default=0)
+        if applied and max(applied) > newest:
+            raise CotgenError(f"{self.path}: store schema v{max(applied)} is newer than this cotgen (v{newest}); upgrade cotgen")
         for version, name, sql in shipped:
-            if version <= current:
+            if version in applied:
                 continue
             with self.transaction() as con:
                 con.execute(
