@@ -16,7 +16,6 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from curation.review_log import (
-    STORE_BUSY,
     check_annotator,
     flush_into,
     gated_store,
@@ -24,7 +23,7 @@ from curation.review_log import (
     utc_now,
     write_import_journal,
 )
-from curation.store import Store
+from curation.store import Store, StoreBusy
 from schemas.answer import parse_answer, render_answer
 from schemas.errors import CotgenError
 from schemas.labels import LabelScheme
@@ -228,10 +227,8 @@ def import_reviews(ws: Workspace, path: Path) -> ImportReport:
             if before < len(reviews):
                 journal = write_import_journal(journal_dir(ws), reviews, key)
             flush_into(store, journal_dir(ws))
-    except CotgenError as e:
-        if STORE_BUSY in str(e):
-            raise CotgenError(f"{path}: {e}; nothing was imported") from None
-        raise
+    except StoreBusy as e:
+        raise CotgenError(f"{path}: {e}; nothing was imported") from None
     return ImportReport(path=str(path), records=len(reviews), inserted=len(reviews) - before,
                         already_present=before, journal=str(journal) if journal else None)
 
