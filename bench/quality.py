@@ -5,9 +5,11 @@ run written into the store with SQL, `cotgen export` (splits grouped by query, t
 cotgen.prompting), then SFT with TRL for a wall-clock budget, and label-probability evaluation (post-CoT:
 the first label token's distribution) of the base and the trained model on the same test pairs.
 
-Honest caveat: no teacher LLM runs offline at this scale, so the teacher's answers are label_first answers
-built from the gold label with short template reasoning (tests/helpers_training.py). The benchmark
-therefore measures how much the label head learns from exported data, not the quality of real CoT.
+Honest caveats: no teacher LLM runs offline at this scale, so the teacher's answers are label_first answers
+built from the gold label with short template reasoning (tests/helpers_training.py); the benchmark measures
+how much the label head learns from exported data, not the quality of real CoT. To fit a CPU budget the
+prompts carry title only (--descriptions adds them) and examples are cut at --max-length tokens, which
+keeps the label and the start of the reasoning.
 
     python bench/quality.py                 # about 15 minutes of SFT plus two evaluations
     python bench/quality.py --budget-min 3 --eval-limit 100   # a shorter run
@@ -29,8 +31,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from datasets import disable_progress_bars  # noqa: E402
 from helpers_curation import CROWDFLOWER_MAP, add_run, add_samples, pairs_of_queries  # noqa: E402
 from helpers_training import answer  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from curation.store import open_store  # noqa: E402
 from schemas.datasets import DatasetRef  # noqa: E402
@@ -43,13 +47,16 @@ from training.metrics import Metrics, scheme_metrics  # noqa: E402
 from conftest import run_cli  # noqa: E402
 
 MODEL = "bundled:smollm2-135m-instruct"
+disable_progress_bars()
+hf_logging.disable_progress_bar()
 
 
-def build_export(root: Path, data: Path) -> ExportedVersion:
+def build_export(root: Path, data: Path, descriptions: bool) -> ExportedVersion:
     """Ingest CrowdFlower, store one template-teacher answer per pair, export the sft set."""
     run_cli("init", str(root))
+    columns = CROWDFLOWER_MAP if descriptions else CROWDFLOWER_MAP.replace(",description=product_description", "")
     run_cli("ingest", str(data), "-w", str(root), "--source", "crowdflower", "--scheme", "crowdflower",
-            "--map", CROWDFLOWER_MAP, "--strip-html")
+            "--map", columns, "--strip-html")
     ws = Workspace.open(root)
     with open_store(ws) as store:
         pairs = pairs_of_queries(store, 10_000)
@@ -82,14 +89,17 @@ def main() -> None:
     ap.add_argument("--budget-min", type=float, default=15.0, help="SFT wall-clock budget in minutes")
     ap.add_argument("--eval-limit", type=int, default=300, help="test pairs scored (a seeded subset: sorted by pair id)")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--learning-rate", type=float, default=5e-5)
-    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--learning-rate", type=float, default=1e-4)
+    ap.add_argument("--max-length", type=int, default=160,
+                    help="tokens per SFT example; the label comes first, so a cut only shortens the reasoning")
+    ap.add_argument("--descriptions", action="store_true",
+                    help="include product descriptions in the prompts (about twice the tokens per pair)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the workspace here (default: a temp dir)")
     args = ap.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cotgen-quality-"))
     t0 = time.monotonic()
-    version = build_export(workdir / "ws", args.data)
+    version = build_export(workdir / "ws", args.data, args.descriptions)
     counts = version.manifest["counts"]["sft"]
     print(f"export {version.name}@v{version.version}: sft rows {counts} (split by query), "
           f"{time.monotonic() - t0:.0f}s")

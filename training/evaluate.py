@@ -65,7 +65,7 @@ def eval_rows(version: ExportedVersion, split: str, limit: int | None) -> list[d
     rows: dict[str, dict[str, Any]] = {}
     for kind in kinds:
         sets = version.load(kind)
-        if split not in sets:
+        if split not in sets or not {"prompt", "label", "pair_id"} <= set(sets[split].column_names):
             continue
         for row in sets[split].select_columns(["prompt", "label", "pair_id"]).to_list():
             rows.setdefault(row["pair_id"], row)

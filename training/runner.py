@@ -124,11 +124,14 @@ def run_training(kind: str, version: ExportedVersion, model_ref: str, output_dir
     _check_same_data(output_dir, kind, version)
     model_path = resolve_model(model_ref)
     tokenizer = load_tokenizer(model_path)
+    base_run = read_run_manifest(Path(model_path)) if Path(model_path).is_dir() else None
     manifest = {
         "trainer": kind,
         "dataset": version.lineage(),
         "scheme_definition": version.scheme.model_dump(),
-        "base_model": {"ref": model_ref, "path": model_path},
+        # A base model that is itself a cotgen run (DPO after SFT) keeps the chain of lineage.
+        "base_model": {"ref": model_ref, "path": model_path,
+                       "run": {k: base_run.get(k) for k in ("trainer", "dataset", "base_model")} if base_run else None},
         "config": cfg.to_dict(),
         **(extra or {}),
         "toolkit_version": _version("cotgen"),

@@ -38,13 +38,13 @@ def _coerce(name: str, text: str, current: Any) -> Any:
             return text.lower() in ("true", "1")
         if isinstance(current, int):
             return int(text)
-        if isinstance(current, float):
+        if isinstance(current, float) or current is None:  # the optional fields are numbers (time_budget_s)
             return float(text)
         if isinstance(current, list):
             return [part.strip() for part in text.split(",") if part.strip()]
         return text
     except ValueError:
-        raise CotgenError(f"--set {name}={text}: expected a {type(current).__name__}") from None
+        raise CotgenError(f"--set {name}={text}: expected {'a number' if current is None else type(current).__name__}") from None
 
 
 def build_config(kind: str, max_steps: int | None, lora: bool, overrides: list[str] | None) -> TrainConfig:

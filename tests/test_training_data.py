@@ -1,0 +1,94 @@
+"""Reading exported versions, trainer config overrides and TRL argument mapping (no model loaded)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers_training import crowdflower_pairs, split_by_query, write_export
+
+from cotgen.commands.train import build_config
+from schemas.datasets import DatasetRef
+from schemas.errors import CotgenError
+from training.data import open_version, training_columns
+from training.evaluate import choose_mode, eval_rows
+
+
+@pytest.fixture(scope="module")
+def datasets_dir(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    root = tmp_path_factory.mktemp("data") / "datasets"
+    pairs = crowdflower_pairs(shared_data / "crowdflower" / "train_dev.csv", limit=60)
+    splits = split_by_query(pairs)
+    write_export(root, "rel", splits)
+    write_export(root, "rel", splits, order="cot_first", kinds=("sft",), version=2)
+    return root
+
+
+def test_open_version_reads_manifest_scheme_and_order(datasets_dir: Path) -> None:
+    latest = open_version(datasets_dir, DatasetRef.parse("rel"))
+    assert latest.version == 2 and latest.order == "cot_first" and latest.kinds == ["sft"]
+    v1 = open_version(datasets_dir, DatasetRef.parse("rel@v1"))
+    assert v1.order == "label_first" and v1.scheme.name == "crowdflower" and v1.kinds == ["dpo", "grpo", "sft", "steps"]
+    assert v1.lineage()["content_hash"] == v1.content_hash != ""
+    with pytest.raises(CotgenError, match="has no 'dpo' set"):
+        latest.load("dpo")
+    with pytest.raises(CotgenError, match="no split 'dev'"):
+        v1.split("sft", "dev")
+
+
+def test_bad_manifest_is_a_one_line_error(datasets_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "datasets"
+    (broken / "x" / "v1").mkdir(parents=True)
+    (broken / "x" / "v1" / "manifest.json").write_text("{not json")
+    with pytest.raises(CotgenError, match=r"manifest.json: not valid JSON"):
+        open_version(broken, DatasetRef("x"))
+    (broken / "x" / "v1" / "manifest.json").write_text(json.dumps({"scheme": "crowdflower", "format": "sideways"}))
+    with pytest.raises(CotgenError, match="format: expected label_first or cot_first"):
+        open_version(broken, DatasetRef("x"))
+
+
+def test_training_columns_keep_what_trl_reads(datasets_dir: Path) -> None:
+    v1 = open_version(datasets_dir, DatasetRef.parse("rel@v1"))
+    assert training_columns(v1.split("sft", "train"), "sft").column_names == ["prompt", "completion"]
+    assert training_columns(v1.split("dpo", "train"), "dpo").column_names == ["prompt", "chosen", "rejected"]
+    with pytest.raises(CotgenError, match="missing column"):
+        training_columns(v1.split("grpo", "train"), "dpo")
+
+
+def test_eval_rows_cover_every_set_once_and_mode_follows_the_format(datasets_dir: Path) -> None:
+    v1 = open_version(datasets_dir, DatasetRef.parse("rel@v1"))
+    rows = eval_rows(v1, "test", None)
+    ids = [r["pair_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == len(v1.split("sft", "test"))
+    assert ids == sorted(ids) and eval_rows(v1, "test", 2) == rows[:2]
+    assert choose_mode(v1, None) == "label-prob"
+    v2 = open_version(datasets_dir, DatasetRef.parse("rel@v2"))
+    assert choose_mode(v2, None) == "generate"
+    with pytest.raises(CotgenError, match="needs a label_first export"):
+        choose_mode(v2, "label-prob")
+
+
+def test_build_config_overrides() -> None:
+    cfg = build_config("grpo", 3, True, ["group_size=4", "time_budget_s=60", "lora_target_modules=q_proj,v_proj"])
+    assert (cfg.group_size, cfg.time_budget_s, cfg.lora_target_modules, cfg.max_steps, cfg.lora) == (
+        4, 60.0, ["q_proj", "v_proj"], 3, True)
+    assert build_config("sft", None, False, None).max_steps == -1
+    with pytest.raises(CotgenError, match="FIELD one of"):
+        build_config("sft", None, False, ["group_size=4"])  # a GRPO field
+    with pytest.raises(CotgenError, match="expected int"):
+        build_config("dpo", None, False, ["batch_size=many"])
+
+
+def test_trl_arguments_on_cpu(tmp_path: Path) -> None:
+    from training.configs import DPOTrainConfig, GRPOTrainConfig, SFTTrainConfig
+    from training.trl_args import dpo_args, grpo_args, sft_args
+
+    sft = sft_args(SFTTrainConfig(max_steps=5), tmp_path)
+    assert (sft.bf16, sft.use_cpu, sft.max_steps, sft.completion_only_loss) == (False, True, 5, True)
+    assert sft.gradient_checkpointing is False and sft.report_to == []
+    dpo = dpo_args(DPOTrainConfig(), tmp_path)
+    assert dpo.beta == 0.1 and dpo.loss_type == ["sigmoid"]
+    grpo = grpo_args(GRPOTrainConfig(), tmp_path, [1.0, 0.2])
+    assert (grpo.num_generations, grpo.temperature, grpo.beta, grpo.epsilon) == (8, 1.0, 0.04, 0.2)
+    assert grpo.reward_weights == [1.0, 0.2]
