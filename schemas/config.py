@@ -163,10 +163,12 @@ class TrainingConfig(Section):
     )
     trainer: Literal["sft", "dpo", "grpo"] = "sft"
     model: str | None = None
-    max_steps: int = Field(default=10, ge=1)
+    max_steps: int = Field(default=5, ge=1)
     lora: bool = False
+    overrides: list[str] = Field(default_factory=lambda: ["batch_size=4", "grad_accum=1", "max_length=384"],
+                                 description="trainer config fields for the stage, as `cotgen train --set`")
     eval_mode: Literal["auto", "generate", "label-prob"] = "auto"
-    eval_limit: int | None = Field(default=100, ge=1)
+    eval_limit: int | None = Field(default=50, ge=1)
     max_new_tokens: int = Field(default=256, ge=1)
 
 

@@ -211,7 +211,8 @@ def stage_run_dir(ws: Workspace, version: ExportedVersion) -> Path:
 
 
 class TrainStage:
-    """[training].trainer on the latest export for [training].max_steps; a finished run on the same data is kept."""
+    """[training].trainer on the latest export for [training].max_steps with [training].overrides; a finished run
+    on the same data is kept."""
 
     name = "train"
 
@@ -224,7 +225,7 @@ class TrainStage:
                 and done.get("global_step", 0) >= tcfg.max_steps):
             console.print(f"{out}: already trained on {version.name}@v{version.version}; nothing to do")
             return {"output_dir": str(out), "global_step": done["global_step"], "skipped": True}
-        cfg = build_config(tcfg.trainer, tcfg.max_steps, tcfg.lora, None)
+        cfg = build_config(tcfg.trainer, tcfg.max_steps, tcfg.lora, tcfg.overrides)
         result = train(tcfg.trainer, version, _model_ref(ws, None), out, cfg)
         return {**result.to_dict(), "skipped": False}
 
