@@ -8,12 +8,15 @@ A document file looks like:
     tags: [brand]
     grades: [L2]
     schemes: []
-    positive_example: "query 'nike running shoes' / item 'Nike Pegasus 40 road running shoe' -> L4"
-    negative_example: "query 'nike running shoes' / item 'Adidas Adizero running shoe' -> L2"
+    cues: [different brand, competitor brand, "no"]
+    positive_example: "query 'nike running shoes' / item 'Adidas Adizero running shoe' -> L2"
+    negative_example: "query 'nike running shoes' / item 'Nike Pegasus 40 road running shoe' -> L4"
     ---
     The body, in plain prose, is the rule text.
 
 `kind` (rule | knowledge) defaults to the kind of the shipped folder the file sits in, else "rule".
+The positive example shows the rule at work; the negative one a near case where it does not hold.
+Quote YAML words such as "no", "yes", "on" and "off", which YAML otherwise reads as true/false.
 """
 
 from __future__ import annotations
@@ -139,7 +142,13 @@ def load_documents(sources: list[str], base: Path | None = None,
 
 
 def embedding_text(rule: Rule) -> str:
-    """What the embedder reads for a document: title, body and both examples (the examples carry the vocabulary)."""
-    parts = [rule.title.rstrip(".") + ".", rule.text]
+    """The document's own view: cues, title, body and both examples (the examples carry product vocabulary)."""
+    parts = [f"Signals: {', '.join(rule.cues)}."] if rule.cues else []
+    parts += [rule.title.rstrip(".") + ".", rule.text]
     parts += [f"Example: {ex}" for ex in (rule.positive_example, rule.negative_example) if ex]
     return " ".join(parts)
+
+
+def view_texts(rule: Rule) -> list[str]:
+    """Every text indexed for a document: its own view first, then one view per cue phrase."""
+    return [embedding_text(rule), *rule.cues]

@@ -64,12 +64,12 @@ class EmbeddingCache:
     def _path(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.npy"
 
-    def get(self, key: str, dim: int) -> np.ndarray | None:
+    def get(self, key: str) -> np.ndarray | None:
         try:
             vec = np.load(self._path(key), allow_pickle=False)
         except (OSError, ValueError):
             return None  # a missing or unreadable entry is simply embedded again
-        return vec if vec.shape == (dim,) and vec.dtype == np.float32 else None
+        return vec if vec.ndim == 1 and vec.dtype == np.float32 else None
 
     def put(self, key: str, vec: np.ndarray) -> None:
         path = self._path(key)
@@ -113,17 +113,23 @@ class Embedder:
                 progress(len(batch))
         return out
 
-    def encode_cached(self, texts: Sequence[str], progress: Progress | None = None) -> tuple[np.ndarray, int]:
-        """Vectors for `texts`, embedding only cache misses; returns (vectors, how many were embedded)."""
-        dim = self.dim
+    def encode_cached(self, texts: Sequence[str], progress: Progress | None = None) -> tuple[np.ndarray, list[int]]:
+        """Vectors for `texts`, embedding only cache misses; returns (vectors, positions that were embedded).
+
+        When every text is cached the model is not even loaded.
+        """
         keys = [text_hash(self.name, t) for t in texts]
+        cached = [self.cache.get(key) for key in keys]
+        dims = {v.shape[0] for v in cached if v is not None}
+        missing = [i for i, v in enumerate(cached) if v is None]
+        if missing or len(dims) != 1:
+            dim = self.dim
+            missing = [i for i, v in enumerate(cached) if v is None or v.shape[0] != dim]
+        else:
+            dim = dims.pop()
         out = np.empty((len(texts), dim), dtype=np.float32)
-        missing = []
-        for i, key in enumerate(keys):
-            vec = self.cache.get(key, dim)
-            if vec is None:
-                missing.append(i)
-            else:
+        for i, vec in enumerate(cached):
+            if vec is not None and vec.shape[0] == dim:
                 out[i] = vec
         if progress is not None and len(missing) < len(texts):
             progress(len(texts) - len(missing))
@@ -132,4 +138,4 @@ class Embedder:
             for i, vec in zip(missing, fresh, strict=True):
                 out[i] = vec
                 self.cache.put(keys[i], vec)
-        return out, len(missing)
+        return out, missing

@@ -13,7 +13,9 @@ class Rule(BaseModel):
     """One atomic rule (or a knowledge entry) as written in a Markdown file with front matter.
 
     `grades` are taosr4 ids (L4..L1), or ids of the rule's `schemes` when it is scheme-specific;
-    `schemes` empty means the rule holds under every label scheme. `path` is where it was read from.
+    `schemes` empty means the rule holds under every label scheme. `cues` are short phrases that signal the
+    rule applies (e.g. "without", "gas vs electric"); retrieval matches them one by one. `path` is where it
+    was read from.
     """
 
     id: str
@@ -23,6 +25,7 @@ class Rule(BaseModel):
     tags: list[str] = Field(default_factory=list)
     grades: list[str] = Field(default_factory=list)
     schemes: list[str] = Field(default_factory=list)
+    cues: list[str] = Field(default_factory=list)
     positive_example: str = ""
     negative_example: str = ""
     path: str = ""

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, table
 from retrieval.documents import load_documents
-from retrieval.index import DOCS_FILE, INDEX_FILE, MANIFEST_FILE, BuildReport, RuleIndex
+from retrieval.index import DOCS_FILE, INDEX_FILE, MANIFEST_FILE, BuildReport, RuleIndex, layout_texts
 from retrieval.search import check_template, compose_query, search_text
 from schemas.errors import CotgenError
 from schemas.pair import Pair
@@ -34,9 +34,9 @@ def build_index(ws: Workspace) -> RuleIndex:
     cfg = ws.config.index
     check_template(cfg.query_template)
     docs = workspace_documents(ws)
-    columns = (SpinnerColumn(), TextColumn("embedding documents"), BarColumn(), MofNCompleteColumn())
+    columns = (SpinnerColumn(), TextColumn("embedding rules, knowledge and cues"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("embed", total=len(docs))
+        task = bar.add_task("embed", total=len(layout_texts(docs)))
         return RuleIndex.build(docs, index_dir(ws), cfg.embedder, cfg.kind, params=cfg.params,
                                approx_above=cfg.approx_above, device=cfg.device, batch_size=cfg.batch_size,
                                progress=lambda n: bar.advance(task, n))
@@ -49,7 +49,8 @@ def load_index(ws: Workspace) -> RuleIndex:
 
 def _report_rows(report: BuildReport, path: Path) -> list[list[Any]]:
     params = ", ".join(f"{k}={v}" for k, v in report.params.items()) or "-"
-    return [["documents", report.documents], ["embedded now", report.embedded], ["from cache", report.reused],
+    return [["documents", report.documents], ["documents embedded now", report.embedded],
+            ["documents from cache", report.reused], ["texts embedded now", report.texts_embedded],
             ["index kind", report.kind], ["parameters", params],
             ["written", "yes" if report.written else "no (already up to date)"], ["path", str(path)]]
 
