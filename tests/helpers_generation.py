@@ -200,7 +200,7 @@ def transformers_server(model_path: str, log_path: Path, timeout_s: float = 180)
             env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
         )
     try:
-        wait_http(f"http://127.0.0.1:{port}/v1/models", timeout_s, proc)
+        wait_http(f"http://127.0.0.1:{port}/health", timeout_s, proc)  # offline, its /v1/models answers 500
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         with contextlib.suppress(ProcessLookupError):

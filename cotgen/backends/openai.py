@@ -1,8 +1,9 @@
 """OpenAI-compatible chat completions (vLLM, SGLang, OpenAI, `transformers serve`) with bounded, adaptive concurrency.
 
-The hot path speaks the chat-completions wire format over httpx2 (the HTTP library AsyncOpenAI runs on)
-instead of through the SDK's request/response models: the SDK costs 1-3 ms of CPU per request, which
-caps a 2-core client well below what a fleet of servers can answer. AsyncOpenAI checks the endpoint
+The hot path speaks the chat-completions wire format itself instead of going through the SDK's
+request and response models, which cost 2-4 ms of CPU per request and cap one client well below what a
+fleet of servers answers. Plain http:// endpoints use the lean keep-alive client in http1.py; https://
+and proxied ones use httpx2 (the HTTP library AsyncOpenAI runs on). AsyncOpenAI checks each endpoint
 once at start-up (`models.list`), so a wrong URL or key fails with one clear message.
 """
 
@@ -14,13 +15,16 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx2
 
 from cotgen.backends.base import Backend, Emit, Job, Outcome, TokenAlternatives
+from cotgen.backends.http1 import Http1Endpoint, HttpResponse, TransportFailure
 from cotgen.backends.limits import AdaptiveLimit, SlotPool, backoff_s, retry_after_s
 from schemas.errors import CotgenError
 
@@ -51,14 +55,48 @@ class RequestFailed(Exception):
         self.attempts = attempts
 
 
-@dataclass
-class _Endpoint:
+class Endpoint(Protocol):
     url: str
-    clients: list[httpx2.AsyncClient]
-    rotation: Iterator[httpx2.AsyncClient] = field(init=False)
 
-    def __post_init__(self) -> None:
+    async def post(self, content: bytes, headers: Mapping[str, str]) -> HttpResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class HttpxEndpoint:
+    """httpx2 for https:// and proxied endpoints, as several small pools (httpcore scans its pool per request)."""
+
+    def __init__(self, url: str, headers: Mapping[str, str], timeout_s: float, concurrency: int):
+        self.url = url
+        limits = httpx2.Limits(max_connections=CONNECTIONS_PER_CLIENT, max_keepalive_connections=CONNECTIONS_PER_CLIENT,
+                               keepalive_expiry=30)
+        timeout = httpx2.Timeout(timeout_s, pool=None)
+        self.clients = [httpx2.AsyncClient(limits=limits, timeout=timeout, headers=dict(headers))
+                        for _ in range(-(-concurrency // CONNECTIONS_PER_CLIENT))]
         self.rotation = itertools.cycle(self.clients)
+        self.timeout_s = timeout_s
+
+    async def post(self, content: bytes, headers: Mapping[str, str]) -> HttpResponse:
+        try:
+            r = await next(self.rotation).post(self.url, content=content, headers=dict(headers))
+        except httpx2.TimeoutException:
+            raise TransportFailure("timeout", f"no answer within {self.timeout_s:g}s") from None
+        except httpx2.TransportError as e:
+            raise TransportFailure("connection", f"{type(e).__name__}: {e}") from None
+        return HttpResponse(r.status_code, r.headers, r.content)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self.clients))
+
+
+def make_endpoint(base_url: str, headers: Mapping[str, str], timeout_s: float, concurrency: int) -> Endpoint:
+    url = base_url.rstrip("/") + "/chat/completions"
+    parts = urlsplit(url)
+    proxied = parts.hostname is not None and bool(urllib.request.getproxies().get(parts.scheme)) \
+        and not urllib.request.proxy_bypass(parts.hostname)
+    if parts.scheme == "http" and not proxied:
+        return Http1Endpoint(url, headers, timeout_s)
+    return HttpxEndpoint(url, headers, timeout_s, concurrency)
 
 
 class OpenAIBackend(Backend):
@@ -78,13 +116,14 @@ class OpenAIBackend(Backend):
         asyncio.run(self._run(jobs, emit, stop))
 
     async def _run(self, jobs: Iterator[Job], emit: Emit, stop: threading.Event) -> None:
-        endpoints = [self._endpoint(url) for url in self.options.base_urls]
+        if self.options.check_models:
+            await self._check()
+        headers = {"authorization": f"Bearer {self.api_key}", "content-type": "application/json"}
+        self.endpoints = [make_endpoint(url, headers, self.options.timeout_s, self.options.concurrency)
+                          for url in self.options.base_urls]
+        self.pool = SlotPool([AdaptiveLimit(self.options.concurrency) for _ in self.endpoints])
         try:
-            if self.options.check_models:
-                await self._check(endpoints)
-            self.pool = SlotPool([AdaptiveLimit(self.options.concurrency) for _ in endpoints])
-            self.endpoints = endpoints
-            admission = asyncio.Semaphore(self.options.concurrency * len(endpoints))
+            admission = asyncio.Semaphore(self.options.concurrency * len(self.endpoints))
             tasks: set[asyncio.Task] = set()
             for job in jobs:
                 await admission.acquire()
@@ -97,24 +136,14 @@ class OpenAIBackend(Backend):
             if tasks:
                 await asyncio.gather(*tasks)
         finally:
-            await asyncio.gather(*(c.aclose() for ep in endpoints for c in ep.clients))
+            await asyncio.gather(*(ep.aclose() for ep in self.endpoints))
 
-    def _endpoint(self, base_url: str) -> _Endpoint:
-        per_client = CONNECTIONS_PER_CLIENT
-        count = -(-self.options.concurrency // per_client)
-        limits = httpx2.Limits(max_connections=per_client, max_keepalive_connections=per_client, keepalive_expiry=30)
-        timeout = httpx2.Timeout(self.options.timeout_s, pool=None)
-        headers = {"authorization": f"Bearer {self.api_key}", "content-type": "application/json"}
-        clients = [httpx2.AsyncClient(limits=limits, timeout=timeout, headers=headers) for _ in range(count)]
-        return _Endpoint(url=base_url.rstrip("/") + "/chat/completions", clients=clients)
-
-    async def _check(self, endpoints: list[_Endpoint]) -> None:
+    async def _check(self) -> None:
         """Fail fast with one line when an endpoint is unreachable or refuses the key."""
         from openai import APIConnectionError, APIStatusError, AsyncOpenAI
 
-        for url, ep in zip(self.options.base_urls, endpoints, strict=True):
-            client = AsyncOpenAI(base_url=url, api_key=self.api_key, http_client=ep.clients[0], max_retries=0,
-                                 timeout=min(self.options.timeout_s, 30.0))
+        for url in self.options.base_urls:
+            client = AsyncOpenAI(base_url=url, api_key=self.api_key, max_retries=0, timeout=min(self.options.timeout_s, 30.0))
             try:
                 await client.models.list()
             except APIConnectionError as e:
@@ -124,6 +153,8 @@ class OpenAIBackend(Backend):
                     raise CotgenError(f"backend openai: {url} refused the API key from ${self.options.api_key_env} "
                                       f"(HTTP {e.status_code})") from None
                 # Any other answer means the server is there (`transformers serve` answers /models with a 500).
+            finally:
+                await client.close()
 
     # ---- one job: all its samples, in one request with `n` where the server honours it
     async def _job(self, job: Job, emit: Emit) -> None:
@@ -174,13 +205,12 @@ class OpenAIBackend(Backend):
         attempt = 0
         while True:
             slot = await self.pool.acquire()
-            endpoint = self.endpoints[slot]
             started = time.perf_counter()
             wait: float | None = None
             success = False
             try:
-                response = await next(endpoint.rotation).post(endpoint.url, content=content, headers=headers)
-                status = response.status_code
+                response = await self.endpoints[slot].post(content, headers)
+                status = response.status
                 if status == 200:
                     data = json.loads(response.content)
                     if not isinstance(data, dict):
@@ -198,10 +228,8 @@ class OpenAIBackend(Backend):
                 wait = retry_after_s(response.headers)
                 if status == 429:
                     self.pool.limits[slot].on_overload(time.monotonic(), max(self.options.retry_base_s, wait or 0.0))
-            except httpx2.TimeoutException:
-                kind, detail = "timeout", f"no answer within {self.options.timeout_s:g}s"
-            except httpx2.TransportError as e:
-                kind, detail = "connection", f"{type(e).__name__}: {e}"
+            except TransportFailure as e:
+                kind, detail = e.kind, str(e)
             except ValueError as e:
                 kind, detail = "bad_json", f"unreadable response body: {e}"  # truncated JSON, a proxy's error page
             finally:
@@ -242,10 +270,10 @@ def _token_alternatives(logprobs: dict | None) -> list[TokenAlternatives] | None
     ]
 
 
-def _error_text(response: httpx2.Response) -> str:
+def _error_text(response: HttpResponse) -> str:
     try:
-        err = response.json().get("error")
+        err = json.loads(response.content).get("error")
         message = err.get("message") if isinstance(err, dict) else err
     except (ValueError, AttributeError):
         message = None
-    return str(message or response.text[:200] or response.reason_phrase)
+    return str(message or response.content[:200].decode("utf-8", "replace") or f"HTTP {response.status}")
