@@ -2,24 +2,55 @@
 
 from __future__ import annotations
 
-from curation.stats import RunInfo, compute_pair_counts, load_queries
+from curation.stats import RunInfo, RunStats, compute_pair_counts, load_queries, run_stats
 from curation.store import Store
 from schemas.config import DifficultyBins
 
 BINS = ("easy", "medium", "hard", "unsolved")
 
 
-def store_difficulty(store: Store, runs: list[RunInfo], bins: DifficultyBins) -> dict[str, dict[str, int]]:
-    """Recompute and store pair_difficulty for `runs` in one transaction; returns {run name: {bin: pairs}}."""
+def curate(store: Store, runs: list[RunInfo], bins: DifficultyBins) -> tuple[list[RunStats], dict[str, dict[str, int]]]:
+    """The curate stage in one pass over the samples: statistics of `runs`, difficulty of their policy runs."""
+    compute_pair_counts(store, [r.run_id for r in runs])
+    summary = store_difficulty(store, [r for r in runs if r.role == "policy"], bins, recount=False)
+    return run_stats(store, runs, recount=False), summary
+
+
+def store_difficulty(store: Store, runs: list[RunInfo], bins: DifficultyBins,
+                     recount: bool = True) -> dict[str, dict[str, int]]:
+    """Recompute and store pair_difficulty for `runs` in one transaction; returns {run name: {bin: pairs}}.
+
+    recount=False reuses pair_counts already computed on this connection for (at least) these runs.
+    """
     if not runs:
         return {}
     run_ids = [r.run_id for r in runs]
     sql = load_queries("difficulty.sql")
-    compute_pair_counts(store, run_ids)
+    if recount:
+        compute_pair_counts(store, run_ids)
+    inputs = {r.run_id: fingerprint(store, r.run_id) for r in runs}
     with store.transaction() as con:
         con.execute(sql["delete"], {"runs": run_ids})
-        con.execute(sql["insert"], {"runs": run_ids, "gamma": bins.gamma, "easy": bins.easy})
+        for run_id in run_ids:
+            con.execute(sql["insert"], {"run": run_id, "inputs": inputs[run_id], "gamma": bins.gamma, "easy": bins.easy})
     summary: dict[str, dict[str, int]] = {r.name: dict.fromkeys(BINS, 0) for r in runs}
     for _run_id, name, difficulty, pairs in store.rows(sql["summary"], {"runs": run_ids}):
         summary[name][difficulty] = int(pairs)
     return summary
+
+
+def fingerprint(store: Store, run_id: str) -> str:
+    return store.scalar(load_queries("difficulty.sql")["fingerprint"], {"run": run_id})
+
+
+def load_current_counts(store: Store, run_id: str, bins: DifficultyBins) -> bool:
+    """Fill temp pair_counts (run_id, pair_id, n, c) from pair_difficulty when its rows for the run are
+    current (same samples, reviews and bins); False when they are missing or stale."""
+    sql = load_queries("difficulty.sql")
+    if not store.scalar(sql["has_table"]):  # a store opened read-only before migration 004
+        return False
+    params = {"run": run_id, "inputs": fingerprint(store, run_id), "gamma": bins.gamma, "easy": bins.easy}
+    if not store.scalar(sql["current"], params):
+        return False
+    store.con.execute(sql["reuse"], {"run": run_id})
+    return True

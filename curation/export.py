@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -49,6 +50,16 @@ RenderPrompt = Callable[[Pair], list[dict]]
 Progress = Callable[[str], None]
 PROMPT_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 PROMPT_BATCH = 100_000
+# Column order of each kind as written; `completion`, `chosen` and `rejected` are one assistant message.
+FINAL_COLUMNS = {
+    "sft": ["prompt", "completion", "reasoning_content", "pair_id", "query_id", "label", "stage", "difficulty",
+            "sample_id"],
+    "dpo": ["prompt", "chosen", "rejected", "pair_id", "query_id", "label", "chosen_from", "chosen_sample_id",
+            "rejected_sample_id", "difficulty", "stage"],
+    "grpo": ["prompt", "label", "difficulty", "scheme", "pair_id", "query_id", "stage", "n", "c"],
+    "steps": ["prompt", "completions", "labels", "pair_id", "query_id", "label", "sample_id", "difficulty", "stage"],
+}
+MESSAGE_COLUMNS = ("completion", "chosen", "rejected")
 
 
 def query(name: str) -> str:
@@ -76,6 +87,7 @@ class Selected:
     """Everything read from the store for one export; the store is closed once this exists."""
 
     tables: dict[str, pa.Table]
+    row_hashes: dict[str, pa.ChunkedArray]
     selection: dict[str, Any]
     splits: pa.Table
     scheme_names: list[str]
@@ -86,35 +98,77 @@ class Selected:
 
 
 def _pair(row: dict[str, Any]) -> Pair:
-    attributes = json.loads(row["attributes"]) if row["attributes"] else {}
-    return Pair.model_construct(
-        pair_id=row["pair_id"], source=row["source"], query=row["query"], title=row["title"],
-        description=row["description"] or "", attributes={str(k): str(v) for k, v in attributes.items()},
-        label=row["label"], raw_label=row["raw_label"], scheme=row["scheme"], query_id=row["query_id"])
+    attributes = row["attributes"]
+    if attributes:
+        row["attributes"] = {str(k): str(v) for k, v in json.loads(attributes).items()}
+    else:
+        row["attributes"] = {}
+    return Pair.model_validate(row)  # pydantic-core validation is faster than model_construct here
 
 
-def _checked(messages: object, pair_id: str) -> list[dict[str, str]]:
-    ok = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)
-    if not ok:
-        raise CotgenError(f"policy prompt for pair {pair_id}: expected a non-empty list of {{role, content}} messages")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+def _messages_array(prompts: Iterable[object], pair_ids: list[str]) -> tuple[pa.Array, pa.Array]:
+    """list<struct<role, content>> built from flat columns (much faster than pa.array on nested dicts),
+    and an md5 per prompt for the row hashes."""
+    roles: list[str] = []
+    contents: list[str] = []
+    offsets = [0]
+    digests = []
+    for messages, pair_id in zip(prompts, pair_ids, strict=True):
+        if type(messages) is not list or not messages:
+            raise CotgenError(f"policy prompt for pair {pair_id}: expected a non-empty list of messages, got {messages!r:.80}")
+        parts = []
+        for m in messages:
+            role, content = (m.get("role"), m.get("content")) if type(m) is dict else (None, None)
+            if type(role) is not str or type(content) is not str:
+                raise CotgenError(f"policy prompt for pair {pair_id}: a message is not {{role: str, content: str}}: {m!r:.80}")
+            roles.append(role)
+            contents.append(content)
+            parts += (role, content)
+        digests.append(hashlib.md5("\x1f".join(parts).encode()).hexdigest())
+        offsets.append(len(roles))
+    structs = pa.StructArray.from_arrays([pa.array(roles, pa.string()), pa.array(contents, pa.string())],
+                                        names=["role", "content"])
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs), pa.array(digests, pa.string())
 
 
 def _render_prompts(store: Store, render: RenderPrompt) -> pa.Table:
-    """The policy prompt of every exported pair, rendered once per pair, as an Arrow table (pair_id, prompt).
+    """The policy prompt of every exported pair, rendered once per pair: (pair_id, prompt, prompt_md5) by pair id.
 
     Batches turn into Arrow as they go, so Python objects never hold more than one batch of prompts.
     """
     pairs = store.con.sql(query("prompt_pairs")).to_arrow_table()
-    ids, prompts = [], []
+    ids, prompts, digests = [], [], []
     for batch in pairs.to_batches(PROMPT_BATCH):
-        rows = batch.to_pylist()
+        messages, digest = _messages_array((render(_pair(r)) for r in batch.to_pylist()), batch.column(0).to_pylist())
         ids.append(batch.column(0))
-        prompts.append(pa.array([_checked(render(_pair(r)), r["pair_id"]) for r in rows], PROMPT_TYPE))
+        prompts.append(messages)
+        digests.append(digest)
     if not ids:
-        return pa.table({"pair_id": pa.array([], pa.string()), "prompt": pa.array([], PROMPT_TYPE)})
-    return pa.table({"pair_id": pa.chunked_array(ids), "prompt": pa.chunked_array(prompts)})
+        return pa.table({"pair_id": pa.array([], pa.string()), "prompt": pa.array([], PROMPT_TYPE),
+                         "prompt_md5": pa.array([], pa.string())})
+    return pa.table({"pair_id": pa.chunked_array(ids), "prompt": pa.chunked_array(prompts, PROMPT_TYPE),
+                     "prompt_md5": pa.chunked_array(digests)})
+
+
+def _assistant(texts: pa.ChunkedArray) -> pa.Array:
+    """One assistant message per text, as list<struct<role, content>>."""
+    content = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    n = len(content)
+    structs = pa.StructArray.from_arrays([pa.repeat(pa.scalar("assistant"), n), content], names=["role", "content"])
+    return pa.ListArray.from_arrays(pa.array(range(n + 1), pa.int32()), structs)
+
+
+def assemble(kind: str, flat: pa.Table, prompts: pa.Table) -> pa.Table:
+    """The rows as TRL reads them (plus `split`): prompts joined back by pair id, texts made messages."""
+    columns = {"split": flat["split"]}
+    for name in FINAL_COLUMNS[kind]:
+        if name == "prompt":
+            columns[name] = prompts["prompt"].take(pc.index_in(flat["pair_id"], value_set=prompts["pair_id"].combine_chunks()))
+        elif name in MESSAGE_COLUMNS:
+            columns[name] = _assistant(flat[f"{name}_text"])
+        else:
+            columns[name] = flat[name]
+    return pa.table(columns)
 
 
 def _check_schemes(ws: Workspace, names: list[str]) -> None:
@@ -148,27 +202,24 @@ def select_rows(ws: Workspace, store: Store, kinds: list[str], order: AnswerOrde
     progress("rendering policy prompts")
     prompts = _render_prompts(store, render)
     progress("assembling rows")
-    with registered(store, "prompts", prompts):
-        tables = {kind: store.con.sql(query(f"final_{kind}")).to_arrow_table() for kind in kinds}
-        prompt_hash = store.scalar(query("table_hash").format(table="(SELECT prompt FROM prompts)"))
+    tables, row_hashes = {}, {}
+    with registered(store, "prompt_hashes", prompts.select(["pair_id", "prompt_md5"])):
+        for kind in kinds:
+            flat = store.con.sql(query(f"final_{kind}")).to_arrow_table()
+            tables[kind], row_hashes[kind] = assemble(kind, flat, prompts), flat["row_hash"]
     pass_at_k = {str(k): float(v) for _run, k, v, _pairs in store.rows(stats_query("run_pass_at_k"))}
-    return Selected(tables=tables, selection=selection, splits=splits, scheme_names=scheme_names,
-                    runs=[_run_record(r) for r in ctx.runs], pass_at_k=pass_at_k, prompt_hash=prompt_hash,
+    return Selected(tables=tables, row_hashes=row_hashes, selection=selection, splits=splits,
+                    scheme_names=scheme_names, runs=[_run_record(r) for r in ctx.runs], pass_at_k=pass_at_k,
+                    prompt_hash=digest(prompts["prompt_md5"]),
                     prompt_renderer=f"{getattr(render, '__module__', '?')}.{getattr(render, '__qualname__', repr(render))}")
 
 
-def table_hashes(tables: dict[str, pa.Table]) -> dict[str, str]:
-    """Per-table content hash: sorted row hashes, so it depends on the rows (split included) alone."""
-    con = duckdb.connect()
-    try:
-        out = {}
-        for kind, table in tables.items():
-            con.register("export_rows", table)
-            out[kind] = con.execute(query("table_hash").format(table="export_rows")).fetchall()[0][0]
-            con.unregister("export_rows")
-        return out
-    finally:
-        con.close()
+def digest(hashes: pa.ChunkedArray | pa.Array) -> str:
+    """sha256 of the sorted per-row hashes (64-bit numbers or hex strings): same rows, same digest, any order."""
+    if pa.types.is_integer(hashes.type):
+        return hashlib.sha256(np.sort(hashes.to_numpy()).astype("<u8").tobytes()).hexdigest()
+    ordered = hashes.take(pc.sort_indices(hashes)).to_pylist()
+    return hashlib.sha256("\n".join(ordered).encode()).hexdigest()
 
 
 def content_hash(kind_hashes: dict[str, str]) -> str:
@@ -182,7 +233,7 @@ def split_names(fractions: dict[str, float], tables: dict[str, pa.Table]) -> lis
     return [*fractions, *sorted(extra)]
 
 
-def _write_kind(folder: Path, kind: str, table: pa.Table, splits: list[str]) -> dict[str, int]:
+def _write_kind(folder: Path, kind: str, table: pa.Table, splits: list[str], fingerprint: str) -> dict[str, int]:
     """One kind: a DatasetDict via save_to_disk under <kind>/ and one Parquet file per split under data/<kind>/.
 
     Empty splits are left out of both (datasets cannot load an empty split back from disk); counts keep them.
@@ -200,7 +251,9 @@ def _write_kind(folder: Path, kind: str, table: pa.Table, splits: list[str]) -> 
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # our own progress display is running
     try:
-        dd = datasets.DatasetDict({s: datasets.Dataset(InMemoryTable(t)) for s, t in parts.items()})
+        # An explicit fingerprint: without one, datasets hashes every row to make one up.
+        dd = datasets.DatasetDict({s: datasets.Dataset(InMemoryTable(t), fingerprint=f"{fingerprint}-{s}")
+                                   for s, t in parts.items()})
         dd.save_to_disk(str(folder / kind))
     finally:
         if bars_were_on:
@@ -298,7 +351,7 @@ def export_dataset(ws: Workspace, name: str, kinds: list[str], order: AnswerOrde
         sel = select_rows(ws, store, kinds, order, sources, render, embed, previous_splits, version, say)
     written = {k: t for k, t in sel.tables.items() if t.num_rows}
     say("hashing rows")
-    kind_hashes = table_hashes(written)
+    kind_hashes = {k: digest(sel.row_hashes[k]) for k in written}
     chash = content_hash(kind_hashes)
     if not written:
         return ExportResult(name, None, None, False, "", {k: {} for k in kinds}, sel.selection)
@@ -314,7 +367,7 @@ def export_dataset(ws: Workspace, name: str, kinds: list[str], order: AnswerOrde
         counts = {}
         for kind, table in written.items():
             say(f"writing {kind}")
-            counts[kind] = _write_kind(tmp, kind, table, splits)
+            counts[kind] = _write_kind(tmp, kind, table, splits, kind_hashes[kind][:16])
         pq.write_table(sel.splits, tmp / SPLITS_FILE)
         manifest = build_manifest(ws, name, version, parent, chash, kind_hashes, order, kinds, sel, written, counts,
                                   sources)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from curation.difficulty import load_current_counts
 from curation.stats import RunInfo, compute_pair_counts, install_macros, latest_run, load_queries, resolve_runs
 from curation.store import Store
 from schemas.answer import AnswerOrder, parse_answer, render_answer, render_cot
@@ -75,11 +76,26 @@ def open_selection(store: Store, config: CotgenConfig, order: AnswerOrder, sourc
         "policy_run": policy.run_id if policy else None, "curriculum": list(cur.curriculum),
     })
     _load_edits(ctx)
-    store.con.execute(query("effective"))
-    compute_pair_counts(store, [policy.run_id] if policy else [])
+    _create_views(store, [r.run_id for r in teachers], policy.run_id if policy else None)
+    if policy is None or not load_current_counts(store, policy.run_id, cur.difficulty):
+        compute_pair_counts(store, [policy.run_id] if policy else [])
     store.con.execute(query("pair_stage"), {"gamma": cur.difficulty.gamma, "easy": cur.difficulty.easy})
     store.con.execute(query("create_teacher_answers"))
     return ctx
+
+
+def _runs_filter(run_ids: list[str]) -> str:
+    """A literal `s.run_id IN (...)` (quoted), so the filter reaches the scan; an empty list matches nothing."""
+    quoted = ", ".join("'" + r.replace("'", "''") + "'" for r in run_ids)
+    return f"s.run_id IN ({quoted})" if run_ids else "false"
+
+
+def _create_views(store: Store, teacher_ids: list[str], policy_id: str | None) -> None:
+    policy = [policy_id] if policy_id else []
+    for view, runs in (("eff_teacher", _runs_filter(teacher_ids)), ("eff_policy", _runs_filter(policy)),
+                       ("eff", "true")):
+        store.con.execute(query("effective").format(view=view, runs=runs))
+    store.con.execute(query("policy_draws").format(runs=_runs_filter(policy)))
 
 
 EDITS_SCHEMA = pa.schema([("sample_id", pa.string()), ("text", pa.string()), ("steps", pa.string()),

@@ -108,11 +108,15 @@ class RunStats:
         return out
 
 
-def run_stats(store: Store, runs: list[RunInfo]) -> list[RunStats]:
-    """Figures for each run; pass@k averages over the pairs with at least k samples."""
+def run_stats(store: Store, runs: list[RunInfo], recount: bool = True) -> list[RunStats]:
+    """Figures for each run; pass@k averages over the pairs with at least k samples.
+
+    recount=False reuses pair_counts already computed on this connection for (at least) these runs.
+    """
     if not runs:
         return []
-    compute_pair_counts(store, [r.run_id for r in runs])
+    if recount:
+        compute_pair_counts(store, [r.run_id for r in runs])
     stats = {row["run_id"]: RunStats(**row) for row in store.query(query("run_summary"))}
     for run_id, k, value, _pairs in store.rows(query("run_pass_at_k")):
         stats[run_id].pass_at_k[int(k)] = float(value)

@@ -13,7 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, table
 from cotgen.prompting import load_prompt
 from curation.datasets import diff_versions, list_versions, show_version
-from curation.difficulty import BINS, store_difficulty
+from curation.difficulty import BINS, curate, store_difficulty
 from curation.export import KINDS, ExportResult, export_dataset
 from curation.stats import RunStats, export_pair_stats, resolve_runs, run_stats
 from curation.store import open_store
@@ -30,8 +30,8 @@ RunOpt = Annotated[list[str] | None, typer.Option("--run", help="Run name or id 
 
 
 def policy_prompt_renderer(ws: Workspace, order: AnswerOrder) -> Callable[[Pair], list[dict]]:
-    """What the policy sees for a pair (cotgen.prompting's policy prompt), in the export's answer order."""
-    prompt = load_prompt("policy")
+    """What the policy sees for a pair (the [policy] prompt generation uses), in the export's answer order."""
+    prompt = load_prompt("policy", ws.config.policy.prompt)
 
     def render_policy_prompt(pair: Pair) -> list[dict]:
         return prompt.render(pair, ws.config.scheme(pair.scheme), order)
@@ -251,14 +251,13 @@ def datasets_diff(
 
 
 class CurateStage:
-    """Stores difficulty for every policy run and prints the pass@N table; cheap to repeat."""
+    """Statistics of every run and difficulty of every policy run, in one pass; cheap to repeat."""
 
     name = "curate"
 
     def run(self, ws: Workspace) -> dict[str, Any]:
-        summary = compute_difficulty(ws, None)
-        with open_store(ws, read_only=True) as store:
-            stats = run_stats(store, resolve_runs(store))
+        with open_store(ws) as store:
+            stats, summary = curate(store, resolve_runs(store), ws.config.curation.difficulty)
         print_stats(stats)
         if summary:
             print_difficulty(summary, ws.config.curation.difficulty)

@@ -3,10 +3,28 @@
 DELETE FROM pair_difficulty WHERE list_contains($runs::VARCHAR[], run_id);
 
 -- name: insert
-INSERT INTO pair_difficulty (run_id, pair_id, n, c, difficulty, gamma, easy)
-SELECT run_id, pair_id, n, c, difficulty_bin(n, c, $gamma, $easy), $gamma, $easy
+INSERT INTO pair_difficulty (run_id, pair_id, n, c, difficulty, gamma, easy, inputs)
+SELECT run_id, pair_id, n, c, difficulty_bin(n, c, $gamma, $easy), $gamma, $easy, $inputs
 FROM pair_counts
-WHERE list_contains($runs::VARCHAR[], run_id);
+WHERE run_id = $run;
+
+-- name: fingerprint
+-- What a run's difficulty depends on: its samples' parsed labels and the reviews (a relabel moves c).
+SELECT (SELECT count(*) || ':' || coalesce(sum(hash(sample_id, predicted_label, parse_status)), 0)
+        FROM samples WHERE run_id = $run)
+       || '|' || (SELECT count(*) || ':' || coalesce(sum(hash(review_id)), 0) FROM reviews);
+
+-- name: has_table
+SELECT count(*) FROM information_schema.tables WHERE table_name = 'pair_difficulty';
+
+-- name: current
+-- Stored rows still describe the run: same inputs, same bins.
+SELECT count(*) FROM pair_difficulty WHERE run_id = $run AND inputs = $inputs AND gamma = $gamma AND easy = $easy;
+
+-- name: reuse
+-- pair_counts (the columns later steps read) from the stored rows instead of the samples.
+CREATE OR REPLACE TEMP TABLE pair_counts AS
+SELECT run_id, pair_id, n, c FROM pair_difficulty WHERE run_id = $run;
 
 -- name: summary
 SELECT d.run_id, r.name, d.difficulty, count(*) AS pairs

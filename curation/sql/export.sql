@@ -12,44 +12,53 @@ FROM gold_pairs g JOIN export_pairs USING (pair_id)
 ORDER BY g.pair_id;
 
 -- name: final_sft
--- TRL's conversational prompt-completion format; the CoT also kept apart as reasoning_content.
-SELECT x.split, pr.prompt, [{'role': 'assistant', 'content': r.completion}] AS completion,
-       r.reasoning_content, r.pair_id, r.query_id, r.label, r.stage, r.difficulty, r.sample_id
-FROM rows_sft r JOIN prompts pr USING (pair_id) JOIN split_of x USING (query_id)
-ORDER BY x.split, r.stage, r.draw, r.pair_id;
+-- Each final_* query returns flat columns in the export's row order: texts that become messages end in
+-- _text; the prompt travels as its md5 (the rendered messages join back in Arrow); row_hash (DuckDB's
+-- 64-bit hash of the whole row, split included) feeds the content hash, which depends on the rows alone.
+WITH r AS (
+    SELECT x.split, ph.prompt_md5, t.completion AS completion_text, t.reasoning_content, t.pair_id, t.query_id,
+           t.label, t.stage, t.difficulty, t.sample_id, t.draw
+    FROM rows_sft t JOIN prompt_hashes ph USING (pair_id) JOIN split_of x USING (query_id)
+)
+SELECT r.*, hash(r) AS row_hash FROM r
+ORDER BY r.split, r.stage, r.draw, r.pair_id;
 
 -- name: final_dpo
--- TRL's conversational preference format. Texts: the policy's raw completion (an edit wins) or, for a
--- rescued pair, the teacher's answer rendered in the export's order.
-SELECT x.split, pr.prompt,
-       [{'role': 'assistant',
-         'content': CASE WHEN r.chosen_from = 'teacher' THEN t.completion ELSE coalesce(ec.text, cc.text) END}] AS chosen,
-       [{'role': 'assistant', 'content': coalesce(er.text, cr.text)}] AS rejected,
-       r.pair_id, r.query_id, r.label, r.chosen_from, r.chosen_sample_id, r.rejected_sample_id, r.difficulty, r.stage
-FROM rows_dpo r
-JOIN prompts pr USING (pair_id)
-JOIN split_of x USING (query_id)
-JOIN completions cc ON cc.request_key = r.chosen_sample_id
-JOIN completions cr ON cr.request_key = r.rejected_sample_id
-LEFT JOIN best_teacher t ON t.sample_id = r.chosen_sample_id
-LEFT JOIN edits ec ON ec.sample_id = r.chosen_sample_id
-LEFT JOIN edits er ON er.sample_id = r.rejected_sample_id
-ORDER BY x.split, r.stage, r.draw, r.pair_id;
+-- Texts: the policy's raw completion (an edit wins) or, for a rescued pair, the teacher's answer
+-- rendered in the export's order.
+WITH r AS (
+    SELECT x.split, ph.prompt_md5,
+           CASE WHEN d.chosen_from = 'teacher' THEN t.completion ELSE coalesce(ec.text, cc.text) END AS chosen_text,
+           coalesce(er.text, cr.text) AS rejected_text,
+           d.pair_id, d.query_id, d.label, d.chosen_from, d.chosen_sample_id, d.rejected_sample_id, d.difficulty,
+           d.stage, d.draw
+    FROM rows_dpo d
+    JOIN prompt_hashes ph USING (pair_id)
+    JOIN split_of x USING (query_id)
+    JOIN completions cc ON cc.request_key = d.chosen_sample_id
+    JOIN completions cr ON cr.request_key = d.rejected_sample_id
+    LEFT JOIN best_teacher t ON t.sample_id = d.chosen_sample_id
+    LEFT JOIN edits ec ON ec.sample_id = d.chosen_sample_id
+    LEFT JOIN edits er ON er.sample_id = d.rejected_sample_id
+)
+SELECT r.*, hash(r) AS row_hash FROM r
+ORDER BY r.split, r.stage, r.draw, r.pair_id;
 
 -- name: final_grpo
 -- Prompt-only rows; `label` is what the reward function compares a rollout's label with.
-SELECT x.split, pr.prompt, r.label, r.difficulty, r.scheme, r.pair_id, r.query_id, r.stage, r.n, r.c
-FROM rows_grpo r JOIN prompts pr USING (pair_id) JOIN split_of x USING (query_id)
-ORDER BY x.split, r.stage, r.draw, r.pair_id;
+WITH r AS (
+    SELECT x.split, ph.prompt_md5, g.label, g.difficulty, g.scheme, g.pair_id, g.query_id, g.stage, g.n, g.c, g.draw
+    FROM rows_grpo g JOIN prompt_hashes ph USING (pair_id) JOIN split_of x USING (query_id)
+)
+SELECT r.*, hash(r) AS row_hash FROM r
+ORDER BY r.split, r.stage, r.draw, r.pair_id;
 
 -- name: final_steps
 -- TRL's stepwise-supervision format: completions = the steps, labels = one bool per step.
-SELECT x.split, pr.prompt, r.completions, r.labels, r.pair_id, r.query_id, r.label, r.sample_id,
-       r.difficulty, r.stage
-FROM rows_steps r JOIN prompts pr USING (pair_id) JOIN split_of x USING (query_id)
-ORDER BY x.split, r.stage, r.draw, r.pair_id;
-
--- name: table_hash
--- Content hash of one table: the sorted per-row hashes, so it depends on the rows and nothing else.
-SELECT sha256(coalesce(string_agg(h, ',' ORDER BY h), ''))
-FROM (SELECT md5(CAST(to_json(t) AS VARCHAR)) AS h FROM {table} AS t);
+WITH r AS (
+    SELECT x.split, ph.prompt_md5, t.completions, t.labels, t.pair_id, t.query_id, t.label, t.sample_id,
+           t.difficulty, t.stage, t.draw
+    FROM rows_steps t JOIN prompt_hashes ph USING (pair_id) JOIN split_of x USING (query_id)
+)
+SELECT r.*, hash(r) AS row_hash FROM r
+ORDER BY r.split, r.stage, r.draw, r.pair_id;

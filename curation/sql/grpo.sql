@@ -3,7 +3,7 @@
 -- groups give GRPO no signal).
 CREATE OR REPLACE TEMP TABLE grpo_kept AS
 SELECT s.pair_id, g.query_id, g.label, g.scheme, s.n, s.c, s.difficulty, s.stage,
-       hash(p.seed || ':' || s.pair_id) AS draw
+       hash(s.pair_id, p.seed) AS draw
 FROM pair_stage s
 CROSS JOIN selection_params p
 JOIN gold_pairs g ON g.pair_id = s.pair_id

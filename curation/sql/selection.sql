@@ -1,7 +1,7 @@
 -- name: macros
--- Sample ids of a list of {s: sample_id, a: answer hash}, keeping the first of each answer.
+-- Draws of a list of {d: draw, a: answer hash}, keeping the first of each answer.
 CREATE OR REPLACE TEMP MACRO first_distinct(l) AS
-    list_transform(list_filter(l, lambda x, i: list_position(list_transform(l, lambda y: y.a), x.a) = i), lambda x: x.s);
+    list_transform(list_filter(l, lambda x, i: list_position(list_transform(l, lambda y: y.a), x.a) = i), lambda x: x.d);
 
 -- name: params
 -- One row of knobs the views below read (views cannot take statement parameters).
@@ -24,22 +24,31 @@ CREATE OR REPLACE TEMP TABLE edits AS SELECT * FROM edits_arrow;
 -- Samples as the reviews leave them: rejected ones gone, an edit (re-parsed) replacing the original,
 -- the gold label after relabels; `draw` is the seeded tie-breaker every selection orders by (DuckDB's
 -- 64-bit hash: md5 costs seconds per million rows; the manifest records the DuckDB version).
-CREATE OR REPLACE TEMP VIEW eff AS
+-- One view per role (eff_teacher, eff_policy, and eff for all runs), each with a literal run filter so
+-- DuckDB skips other runs' row groups instead of joining their samples.
+CREATE OR REPLACE TEMP VIEW {view} AS
 SELECT s.sample_id, s.run_id, s.pair_id, g.query_id, g.source, g.label AS gold, d.action AS decision,
-       list_contains(p.teacher_runs, s.run_id) AS from_teacher, s.run_id = p.policy_run AS from_policy,
        e.sample_id IS NOT NULL AS edited, e.text AS edited_text,
        CASE WHEN e.sample_id IS NULL THEN CAST(s.steps AS VARCHAR) ELSE e.steps END AS steps,
        CASE WHEN e.sample_id IS NULL THEN s.predicted_label ELSE e.predicted_label END AS predicted,
        CASE WHEN e.sample_id IS NULL THEN s.parse_status ELSE e.parse_status END AS parse_status,
        CASE WHEN e.sample_id IS NULL THEN s.consistent ELSE e.consistent END AS consistent,
-       hash(p.seed || ':' || s.sample_id) AS draw
+       hash(s.sample_id, p.seed) AS draw
 FROM samples s
 CROSS JOIN selection_params p
 JOIN gold_pairs g ON g.pair_id = s.pair_id
 LEFT JOIN sample_decisions d ON d.sample_id = s.sample_id
 LEFT JOIN edits e ON e.sample_id = s.sample_id
-WHERE (len(p.sources) = 0 OR list_contains(p.sources, g.source))
+WHERE {runs}
+  AND (len(p.sources) = 0 OR list_contains(p.sources, g.source))
   AND d.action IS DISTINCT FROM 'reject';
+
+-- name: policy_draws
+-- The policy run's samples by draw, to turn draws back into sample ids.
+CREATE OR REPLACE TEMP VIEW policy_draws AS
+SELECT s.sample_id, hash(s.sample_id, p.seed) AS draw
+FROM samples s CROSS JOIN selection_params p
+WHERE {runs};
 
 -- name: pair_stage
 -- Difficulty and curriculum stage (1-based position in the curriculum) per pair, from the policy run.
@@ -60,8 +69,8 @@ CREATE OR REPLACE TEMP TABLE wanted_pairs (pair_id VARCHAR);
 -- Teacher answers fit to train on: parsed cleanly, agreeing with the gold label after reviews, internally
 -- consistent. All pairs, or only those in wanted_pairs; answers already rendered are skipped.
 SELECT e.sample_id, e.pair_id, e.gold, e.decision, e.edited, e.draw, e.steps
-FROM eff e
-WHERE e.from_teacher AND e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent
+FROM eff_teacher e
+WHERE e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent
   AND ($all_pairs OR e.pair_id IN (SELECT pair_id FROM wanted_pairs))
   AND e.sample_id NOT IN (SELECT sample_id FROM teacher_answers)
 ORDER BY e.sample_id;

@@ -13,15 +13,20 @@ CREATE OR REPLACE TEMP MACRO difficulty_bin(n, c, gamma, easy) AS
          ELSE 'medium' END;
 
 -- name: votes
--- One scan of the samples: (run, pair, predicted label) counts against the gold label after reviews.
--- Correctness is recomputed here (a relabel changes it); samples.correct is not trusted.
+-- One scan of the samples: (run, pair, predicted label) counts, then the gold label after reviews joined
+-- onto those few rows (aggregating first keeps the join off the millions of samples). Correctness is
+-- recomputed from it (a relabel changes it); samples.correct is not trusted.
 CREATE OR REPLACE TEMP TABLE sample_votes AS
-SELECT s.run_id, s.pair_id, any_value(g.label) AS gold,
-       CASE WHEN s.parse_status IN ('ok', 'partial') THEN s.predicted_label END AS predicted,
-       count(*)::INTEGER AS votes
-FROM samples s JOIN gold_pairs g USING (pair_id)
-WHERE list_contains($runs::VARCHAR[], s.run_id)
-GROUP BY s.run_id, s.pair_id, predicted;
+WITH v AS (
+    SELECT run_id, pair_id,
+           CASE WHEN parse_status IN ('ok', 'partial') THEN predicted_label END AS predicted,
+           count(*)::INTEGER AS votes
+    FROM samples
+    WHERE list_contains($runs::VARCHAR[], run_id)
+    GROUP BY ALL
+)
+SELECT v.run_id, v.pair_id, g.label AS gold, v.predicted, v.votes
+FROM v JOIN gold_pairs g ON g.pair_id = v.pair_id;
 
 -- name: pair_counts
 -- Per (run, pair): n samples, c correct, parsed answers, and the majority-vote label (ties: lowest id).
