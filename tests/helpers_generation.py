@@ -127,15 +127,35 @@ class FakeServer:
         seed = int(req.get("seed") or 0)
         user = req["messages"][-1]["content"]
         query = user.splitlines()[0][:60]
-        choices = [
-            {"index": i, "finish_reason": "stop",
-             "message": {"role": "assistant", "content": ANSWER.format(query=query, label=GRADES[(seed + i) % 4])}}
-            for i in range(n)
-        ]
+        choices = [self._choice(req, i, query, GRADES[(seed + i) % 4]) for i in range(n)]
         usage = {"prompt_tokens": len(user) // 4, "completion_tokens": self.usage_tokens * n,
                  "total_tokens": len(user) // 4 + self.usage_tokens * n}
         return json.dumps({"id": "cmpl-fake", "object": "chat.completion", "created": 0, "model": req.get("model"),
                            "choices": choices, "usage": usage}).encode()
+
+    @staticmethod
+    def _choice(req: dict, index: int, query: str, label: str) -> dict:
+        """A well-formed answer: JSON when a schema is asked for; label first, with top logprobs, when those are."""
+        cot = ANSWER.format(query=query, label=label)
+        choice: dict = {"index": index, "finish_reason": "stop"}
+        fmt = req.get("response_format") or {}
+        if fmt.get("type") == "json_schema":
+            steps = dict(line.split(". ", 1)[1].split(": ", 1) for line in cot.splitlines()[:5])
+            answer = {key: label if key == "label" else steps[key.replace("_", " ").capitalize()]
+                      for key in fmt["json_schema"]["schema"]["properties"]}
+            choice["message"] = {"role": "assistant", "content": json.dumps(answer)}
+        elif req.get("logprobs"):
+            rest = cot.rsplit("\n", 1)[0]
+            others = [g for g in GRADES if g != label]
+            top = [(label[1], -0.36), (others[0][1], -1.6), (others[1][1], -2.3)]
+            tokens = [("Label", []), (":", []), (" L", [(" L", -0.01)]), (label[1], top), ("\n" + rest, [])]
+            choice["message"] = {"role": "assistant", "content": "".join(t for t, _ in tokens)}
+            choice["logprobs"] = {"content": [{"token": t, "logprob": (alts or [(t, 0.0)])[0][1],
+                                               "top_logprobs": [{"token": a, "logprob": lp} for a, lp in alts]}
+                                              for t, alts in tokens]}
+        else:
+            choice["message"] = {"role": "assistant", "content": cot}
+        return choice
 
 
 async def serve(port: int, server_kwargs: dict) -> None:
@@ -188,7 +208,7 @@ def wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None = None) 
 
 
 @contextlib.contextmanager
-def transformers_server(model_path: str, log_path: Path, timeout_s: float = 180) -> Iterator[str]:
+def transformers_server(model_path: str, log_path: Path, timeout_s: float = 180, threads: int | None = None) -> Iterator[str]:
     """`transformers serve MODEL --device cpu` on a free loopback port; yields its base URL (…/v1)."""
     port = free_port()
     exe = Path(sys.executable).with_name("transformers")
@@ -197,7 +217,8 @@ def transformers_server(model_path: str, log_path: Path, timeout_s: float = 180)
             [str(exe), "serve", model_path, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
              "--dtype", "float32"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                 **({"OMP_NUM_THREADS": str(threads)} if threads else {})},
         )
     try:
         wait_http(f"http://127.0.0.1:{port}/health", timeout_s, proc)  # offline, its /v1/models answers 500

@@ -107,3 +107,27 @@ def test_stop_admits_no_new_jobs(tmp_path: Path) -> None:
         backend = OpenAIBackend("fake", OpenAIOptions(base_urls=[url], concurrency=1))
         backend.run(iter(_jobs(20, 1)), emit, stop)
     assert 1 <= len(out) <= 2 and len(_log(log)) == len(out)
+
+
+def test_structured_answers_and_label_probabilities_from_top_logprobs() -> None:
+    from cotgen.generation import Parser
+    from cotgen.structured import answer_schema
+    from schemas.labels import BUILTIN_SCHEMES
+    from schemas.pair import Pair
+
+    scheme = BUILTIN_SCHEMES["crowdflower"]
+    pair = Pair(pair_id="p0", source="s", query="q", title="t", label="L3", scheme="crowdflower")
+    with fake_server() as url:
+        _, structured = _run([url], _jobs(2, 2, json_schema=answer_schema(scheme, "label_first")))
+        _, ranked = _run([url], _jobs(2, 2, top_logprobs=5))
+    parser = Parser(run_id="r", scheme_for=lambda _: scheme, structured=True)
+    for o in structured:
+        sample = parser.sample(o, pair)
+        assert next(iter(json.loads(o.text))) == "label", "label_first: the label comes first"
+        assert (sample.parse_status, len(sample.steps), sample.consistent) == ("ok", 5, True)
+    plain = Parser(run_id="r", scheme_for=lambda _: scheme)
+    for o in ranked:
+        sample = plain.sample(o, pair)
+        assert o.logprobs and sample.label_probs is not None
+        assert max(sample.label_probs, key=sample.label_probs.get) == sample.predicted_label
+        assert sum(sample.label_probs.values()) == pytest.approx(1.0)

@@ -193,3 +193,15 @@ def test_label_distribution_from_real_logits(smollm2_path: str) -> None:
     assert dist is not None
     assert set(dist) == set(SCHEME.ids) and sum(dist.values()) == pytest.approx(1.0)
     assert sum(1 for p in dist.values() if p > 0) >= 2, "the digit position spreads mass over several grades"
+
+
+def test_vllm_backend_without_vllm_says_how_to_get_it() -> None:
+    import importlib.util
+
+    from cotgen.backends import create_backend
+    from schemas.config import BackendConfig
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(CotgenError, match=r"pip install 'cotgen\[vllm\]'"):
+        create_backend(BackendConfig(backend="vllm"))
