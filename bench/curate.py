@@ -136,12 +136,14 @@ def run_duckdb(ws_dir: Path) -> dict:
     with open_store(ws) as store:
         stats, bins = curate(store, resolve_runs(store, ["policy"]), ws.config.curation.difficulty)
     curate_s, curate_cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
-    phases: list[tuple[str, float]] = [("open", time.perf_counter())]
+    phases: list[tuple[str, float, float]] = [("open", time.perf_counter(), cpu_seconds())]
     result = export_dataset(ws, "bench", ["dpo", "grpo"], "label_first", bench_prompt,
-                            progress=lambda msg: phases.append((msg, time.perf_counter())))
+                            progress=lambda msg: phases.append((msg, time.perf_counter(), cpu_seconds())))
     end = time.perf_counter()
-    steps = [(name, nxt - at) for (name, at), (_n, nxt) in zip(phases, [*phases[1:], ("end", end)], strict=True)]
-    times = {"curate: statistics + difficulty": curate_s, "export (incl. DPO + GRPO selection)": end - phases[0][1]}
+    closing = [*phases[1:], ("end", end, cpu_seconds())]
+    steps = [(name, nxt - at, ncpu - acpu) for (name, at, acpu), (_n, nxt, ncpu) in zip(phases, closing, strict=True)]
+    times = {"curate: statistics + difficulty": (curate_s, curate_cpu),
+             "export (incl. DPO + GRPO selection)": (end - phases[0][1], closing[-1][2] - phases[0][2])}
     return {"times": times, "export_phases": steps, "total": end - t0, "cpu": cpu_seconds() - cpu0,
             "curate_cpu": curate_cpu, "load": [load_before, os.getloadavg()[0]], "peak_rss_mb": peak_rss_mb(),
             "pass_at_k": stats[0].pass_at_k, "pairs": stats[0].pairs, "samples": stats[0].samples,
@@ -274,11 +276,12 @@ def report(gen: dict | None, duck: dict, pandas_run: dict, prompts: dict, full_p
               f"{gen['store_mb']:,.0f} MB")
     print(f"\nDuckDB path ({duck['pairs']:,} pairs, {duck['samples']:,} policy samples; machine load average "
           f"{duck['load'][0]:.1f} before, {duck['load'][1]:.1f} after, on {os.cpu_count()} cores)")
-    for name, secs in duck["times"].items():
-        print(f"  {name:40s} {secs:7.2f} s")
+    print(f"  {'':40s} {'wall':>9s} {'CPU':>9s}")
+    for name, (secs, cpu) in duck["times"].items():
+        print(f"  {name:40s} {secs:7.2f} s {cpu:7.2f} s")
         if name.startswith("export"):
-            for phase, phase_secs in duck["export_phases"]:
-                print(f"    {phase:38s} {phase_secs:7.2f} s")
+            for phase, phase_secs, phase_cpu in duck["export_phases"]:
+                print(f"    {phase:38s} {phase_secs:7.2f} s {phase_cpu:7.2f} s")
     ok = "OK" if duck["total"] < 60 and duck["peak_rss_mb"] < 4096 else "MISSED"
     print(f"  {'total (wall)':40s} {duck['total']:7.2f} s   CPU {duck['cpu']:.1f} s   peak RSS {duck['peak_rss_mb']:,.0f} MB"
           f"   (target < 60 s, < 4096 MB: {ok})")
@@ -289,7 +292,8 @@ def report(gen: dict | None, duck: dict, pandas_run: dict, prompts: dict, full_p
     scale = full_pairs / pandas_run["pairs"]
     projected, projected_cpu = pandas_run["compute_seconds"] * scale, pandas_run["cpu"] * scale
     same = [p for p in duck["export_phases"] if p[0] in ("open", "selecting dpo", "selecting grpo")]
-    duck_same = duck["times"]["curate: statistics + difficulty"] + sum(secs for _n, secs in same)
+    duck_same = duck["times"]["curate: statistics + difficulty"][0] + sum(p[1] for p in same)
+    duck_same_cpu = duck["times"]["curate: statistics + difficulty"][1] + sum(p[2] for p in same)
     print(f"\npandas ({pandas_run['pairs']:,} pairs, {pandas_run['samples']:,} policy samples; load from DuckDB "
           f"{pandas_run['load_seconds']:.1f} s not counted)")
     for name, secs in pandas_run["times"].items():
@@ -297,8 +301,9 @@ def report(gen: dict | None, duck: dict, pandas_run: dict, prompts: dict, full_p
     print(f"  compute {pandas_run['compute_seconds']:.2f} s (CPU {pandas_run['cpu']:.1f} s), peak RSS "
           f"{pandas_run['peak_rss_mb']:,.0f} MB; x{scale:g} to full size: {projected:.1f} s (CPU {projected_cpu:.1f} s)")
     print("  pandas pass@k on its subset: " + "  ".join(f"@{k} {v:.1%}" for k, v in pandas_run["pass_at_k"].items()))
-    print(f"\nsame work (statistics + difficulty + DPO/GRPO selection): DuckDB {duck_same:.1f} s vs pandas "
-          f"{projected:.1f} s (projected) -> pandas / DuckDB = {projected / duck_same:.1f}x")
+    print(f"\nsame work (statistics + difficulty + DPO/GRPO selection): DuckDB {duck_same:.1f} s (CPU "
+          f"{duck_same_cpu:.1f} s) vs pandas {projected:.1f} s (CPU {projected_cpu:.1f} s, projected) -> "
+          f"pandas / DuckDB = {projected / duck_same:.1f}x wall, {projected_cpu / duck_same_cpu:.1f}x CPU")
     print(f"\npolicy prompt per pair: cotgen.prompting {prompts['cotgen_prompting_us']:,.0f} us, bench renderer "
           f"{prompts['bench_prompt_us']:.1f} us -> {full_pairs:,} pairs with cotgen.prompting: "
           f"{prompts['cotgen_prompting_us'] * full_pairs / 1e6:,.0f} s")

@@ -106,48 +106,39 @@ def _pair(row: dict[str, Any]) -> Pair:
     return Pair.model_validate(row)  # pydantic-core validation is faster than model_construct here
 
 
-def _messages_array(prompts: Iterable[object], pair_ids: list[str]) -> tuple[pa.Array, pa.Array]:
-    """list<struct<role, content>> built from flat columns (much faster than pa.array on nested dicts),
-    and an md5 per prompt for the row hashes."""
+def _messages_array(prompts: Iterable[object], pair_ids: list[str]) -> pa.Array:
+    """list<struct<role, content>> built from flat columns (much faster than pa.array on nested dicts)."""
     roles: list[str] = []
     contents: list[str] = []
     offsets = [0]
-    digests = []
     for messages, pair_id in zip(prompts, pair_ids, strict=True):
         if type(messages) is not list or not messages:
             raise CotgenError(f"policy prompt for pair {pair_id}: expected a non-empty list of messages, got {messages!r:.80}")
-        parts = []
         for m in messages:
             role, content = (m.get("role"), m.get("content")) if type(m) is dict else (None, None)
             if type(role) is not str or type(content) is not str:
                 raise CotgenError(f"policy prompt for pair {pair_id}: a message is not {{role: str, content: str}}: {m!r:.80}")
             roles.append(role)
             contents.append(content)
-            parts += (role, content)
-        digests.append(hashlib.md5("\x1f".join(parts).encode()).hexdigest())
         offsets.append(len(roles))
     structs = pa.StructArray.from_arrays([pa.array(roles, pa.string()), pa.array(contents, pa.string())],
                                         names=["role", "content"])
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs), pa.array(digests, pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs)
 
 
 def _render_prompts(store: Store, render: RenderPrompt) -> pa.Table:
-    """The policy prompt of every exported pair, rendered once per pair: (pair_id, prompt, prompt_md5) by pair id.
+    """The policy prompt of every exported pair, rendered once per pair: (pair_id, prompt) by pair id.
 
     Batches turn into Arrow as they go, so Python objects never hold more than one batch of prompts.
     """
     pairs = store.con.sql(query("prompt_pairs")).to_arrow_table()
-    ids, prompts, digests = [], [], []
+    ids, prompts = [], []
     for batch in pairs.to_batches(PROMPT_BATCH):
-        messages, digest = _messages_array((render(_pair(r)) for r in batch.to_pylist()), batch.column(0).to_pylist())
         ids.append(batch.column(0))
-        prompts.append(messages)
-        digests.append(digest)
+        prompts.append(_messages_array((render(_pair(r)) for r in batch.to_pylist()), batch.column(0).to_pylist()))
     if not ids:
-        return pa.table({"pair_id": pa.array([], pa.string()), "prompt": pa.array([], PROMPT_TYPE),
-                         "prompt_md5": pa.array([], pa.string())})
-    return pa.table({"pair_id": pa.chunked_array(ids), "prompt": pa.chunked_array(prompts, PROMPT_TYPE),
-                     "prompt_md5": pa.chunked_array(digests)})
+        return pa.table({"pair_id": pa.array([], pa.string()), "prompt": pa.array([], PROMPT_TYPE)})
+    return pa.table({"pair_id": pa.chunked_array(ids), "prompt": pa.chunked_array(prompts, PROMPT_TYPE)})
 
 
 def _assistant(texts: pa.ChunkedArray) -> pa.Array:
@@ -203,14 +194,15 @@ def select_rows(ws: Workspace, store: Store, kinds: list[str], order: AnswerOrde
     prompts = _render_prompts(store, render)
     progress("assembling rows")
     tables, row_hashes = {}, {}
-    with registered(store, "prompt_hashes", prompts.select(["pair_id", "prompt_md5"])):
+    with registered(store, "prompts", prompts):
+        store.con.execute(query("prompt_hashes"))
         for kind in kinds:
             flat = store.con.sql(query(f"final_{kind}")).to_arrow_table()
             tables[kind], row_hashes[kind] = assemble(kind, flat, prompts), flat["row_hash"]
     pass_at_k = {str(k): float(v) for _run, k, v, _pairs in store.rows(stats_query("run_pass_at_k"))}
     return Selected(tables=tables, row_hashes=row_hashes, selection=selection, splits=splits,
                     scheme_names=scheme_names, runs=[_run_record(r) for r in ctx.runs], pass_at_k=pass_at_k,
-                    prompt_hash=digest(prompts["prompt_md5"]),
+                    prompt_hash=digest(store.con.sql("SELECT prompt_hash FROM prompt_hashes").to_arrow_table()[0]),
                     prompt_renderer=f"{getattr(render, '__module__', '?')}.{getattr(render, '__qualname__', repr(render))}")
 
 

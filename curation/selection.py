@@ -95,7 +95,6 @@ def _create_views(store: Store, teacher_ids: list[str], policy_id: str | None) -
     for view, runs in (("eff_teacher", _runs_filter(teacher_ids)), ("eff_policy", _runs_filter(policy)),
                        ("eff", "true")):
         store.con.execute(query("effective").format(view=view, runs=runs))
-    store.con.execute(query("policy_draws").format(runs=_runs_filter(policy)))
 
 
 EDITS_SCHEMA = pa.schema([("sample_id", pa.string()), ("text", pa.string()), ("steps", pa.string()),

@@ -2,11 +2,10 @@
 -- Per pair of the policy run, its best answers (seeded draw) on each side, at most `cap`: `good` ones
 -- (right label, clean parse, consistent) may be chosen; wrong-label ones (unparsed included) may be
 -- rejected. Identical answers (same label and steps once parsed; unparsed ones by sample) count once,
--- among the first 2 x cap drawn. Samples travel as their 64-bit draw (numbers keep the per-pair state
--- small at millions of samples) and become sample ids again in `rows`.
+-- among the first 2 x cap drawn. One aggregate per pair; texts stay in the store until pairs are fixed.
 CREATE OR REPLACE TEMP TABLE dpo_sides AS
 WITH pol AS (
-    SELECT pair_id, draw, good,
+    SELECT pair_id, sample_id, draw, good,
            -- with one pair per prompt nothing can repeat, so the steps are not even read
            CASE WHEN $cap > 1 THEN hash(CASE WHEN predicted IS NULL THEN sample_id ELSE predicted || steps END)
                 ELSE 0 END AS answer
@@ -15,8 +14,8 @@ WITH pol AS (
     WHERE good OR predicted IS DISTINCT FROM gold
 ), top AS (
     SELECT pair_id,
-           coalesce(min({'d': draw, 'a': answer}, 2 * $cap) FILTER (WHERE good), []) AS good_top,
-           coalesce(min({'d': draw, 'a': answer}, 2 * $cap) FILTER (WHERE NOT good), []) AS wrong_top
+           coalesce(min({'d': draw, 'a': answer, 's': sample_id}, 2 * $cap) FILTER (WHERE good), []) AS good_top,
+           coalesce(min({'d': draw, 'a': answer, 's': sample_id}, 2 * $cap) FILTER (WHERE NOT good), []) AS wrong_top
     FROM pol GROUP BY pair_id
 )
 SELECT pair_id, first_distinct(good_top)[1:$cap] AS good_ids, first_distinct(wrong_top)[1:$cap] AS wrong_ids
@@ -42,8 +41,8 @@ WHERE len(sp.sources) = 0 OR list_contains(sp.sources, g.source);
 -- Up to `cap` pairs per prompt: the i-th chosen with the i-th rejected, the shorter side cycling. The
 -- two always differ in label, so never in text.
 CREATE OR REPLACE TEMP TABLE dpo_pairs AS
-SELECT pair_id, good_ids[i % len(good_ids) + 1] AS chosen_draw, NULL::VARCHAR AS teacher_id,
-       wrong_ids[i % len(wrong_ids) + 1] AS rejected_draw, 'policy' AS chosen_from
+SELECT pair_id, good_ids[i % len(good_ids) + 1] AS chosen_id, wrong_ids[i % len(wrong_ids) + 1] AS rejected_id,
+       'policy' AS chosen_from
 FROM (SELECT d.pair_id, d.good_ids, d.wrong_ids,
              unnest(range(least($cap, greatest(len(d.good_ids), len(d.wrong_ids))))) AS i
       FROM dpo_sides d JOIN dpo_groups g ON g.pair_id = d.pair_id AND g.kind = 'mixed');
@@ -55,32 +54,19 @@ INSERT INTO wanted_pairs SELECT pair_id FROM dpo_groups WHERE kind IN ('all_wron
 -- name: teacher
 -- The teacher's answer (gold label, export order) against up to `cap` distinct wrong answers.
 INSERT INTO dpo_pairs
-SELECT w.pair_id, NULL, t.sample_id, w.wrong_ids[w.i + 1], 'teacher'
+SELECT w.pair_id, t.sample_id, w.wrong_ids[w.i + 1], 'teacher'
 FROM (SELECT d.pair_id, d.wrong_ids, unnest(range(least($cap, len(d.wrong_ids)))) AS i
       FROM dpo_sides d JOIN wanted_pairs USING (pair_id)) w
 JOIN best_teacher t ON t.pair_id = w.pair_id;
 
 -- name: rows
--- Draws back to sample ids. Ids only: the texts join in at export (final_dpo).
+-- Ids only: the texts join in at export (final_dpo), so no selection step holds answer texts.
 CREATE OR REPLACE TEMP TABLE rows_dpo AS
-WITH needed AS (
-    SELECT chosen_draw AS draw FROM dpo_pairs WHERE chosen_draw IS NOT NULL UNION SELECT rejected_draw FROM dpo_pairs
-), ids AS MATERIALIZED (
-    -- one pass over the policy run's samples for both sides
-    SELECT p.sample_id, p.draw FROM policy_draws p JOIN needed USING (draw)
-), picked AS (
-    SELECT d.pair_id, d.chosen_from, c.sample_id AS chosen_id, r.sample_id AS rejected_id
-    FROM dpo_pairs d JOIN ids c ON c.draw = d.chosen_draw JOIN ids r ON r.draw = d.rejected_draw
-    UNION ALL
-    SELECT d.pair_id, d.chosen_from, d.teacher_id, r.sample_id
-    FROM dpo_pairs d JOIN ids r ON r.draw = d.rejected_draw
-    WHERE d.teacher_id IS NOT NULL
-)
 SELECT d.pair_id, g.query_id, g.label, d.chosen_from,
        d.chosen_id AS chosen_sample_id, d.rejected_id AS rejected_sample_id,
        coalesce(s.difficulty, 'unknown') AS difficulty, coalesce(s.stage, p.unknown_stage) AS stage,
        hash(d.chosen_id, d.rejected_id, p.seed) AS draw
-FROM picked d
+FROM dpo_pairs d
 CROSS JOIN selection_params p
 JOIN gold_pairs g ON g.pair_id = d.pair_id
 LEFT JOIN pair_stage s ON s.pair_id = d.pair_id;

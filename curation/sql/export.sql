@@ -11,12 +11,16 @@ SELECT g.pair_id, g.source, g.query, g.title, g.description, CAST(g.attributes A
 FROM gold_pairs g JOIN export_pairs USING (pair_id)
 ORDER BY g.pair_id;
 
+-- name: prompt_hashes
+-- A 64-bit hash per rendered prompt: the rows carry it instead of the messages until they leave DuckDB.
+CREATE OR REPLACE TEMP TABLE prompt_hashes AS SELECT pair_id, hash(prompt) AS prompt_hash FROM prompts;
+
 -- name: final_sft
 -- Each final_* query returns flat columns in the export's row order: texts that become messages end in
--- _text; the prompt travels as its md5 (the rendered messages join back in Arrow); row_hash (DuckDB's
+-- _text; the prompt travels as its hash (the rendered messages join back in Arrow); row_hash (DuckDB's
 -- 64-bit hash of the whole row, split included) feeds the content hash, which depends on the rows alone.
 WITH r AS (
-    SELECT x.split, ph.prompt_md5, t.completion AS completion_text, t.reasoning_content, t.pair_id, t.query_id,
+    SELECT x.split, ph.prompt_hash, t.completion AS completion_text, t.reasoning_content, t.pair_id, t.query_id,
            t.label, t.stage, t.difficulty, t.sample_id, t.draw
     FROM rows_sft t JOIN prompt_hashes ph USING (pair_id) JOIN split_of x USING (query_id)
 )
@@ -27,7 +31,7 @@ ORDER BY r.split, r.stage, r.draw, r.pair_id;
 -- Texts: the policy's raw completion (an edit wins) or, for a rescued pair, the teacher's answer
 -- rendered in the export's order.
 WITH r AS (
-    SELECT x.split, ph.prompt_md5,
+    SELECT x.split, ph.prompt_hash,
            CASE WHEN d.chosen_from = 'teacher' THEN t.completion ELSE coalesce(ec.text, cc.text) END AS chosen_text,
            coalesce(er.text, cr.text) AS rejected_text,
            d.pair_id, d.query_id, d.label, d.chosen_from, d.chosen_sample_id, d.rejected_sample_id, d.difficulty,
@@ -47,7 +51,7 @@ ORDER BY r.split, r.stage, r.draw, r.pair_id;
 -- name: final_grpo
 -- Prompt-only rows; `label` is what the reward function compares a rollout's label with.
 WITH r AS (
-    SELECT x.split, ph.prompt_md5, g.label, g.difficulty, g.scheme, g.pair_id, g.query_id, g.stage, g.n, g.c, g.draw
+    SELECT x.split, ph.prompt_hash, g.label, g.difficulty, g.scheme, g.pair_id, g.query_id, g.stage, g.n, g.c, g.draw
     FROM rows_grpo g JOIN prompt_hashes ph USING (pair_id) JOIN split_of x USING (query_id)
 )
 SELECT r.*, hash(r) AS row_hash FROM r
@@ -56,7 +60,7 @@ ORDER BY r.split, r.stage, r.draw, r.pair_id;
 -- name: final_steps
 -- TRL's stepwise-supervision format: completions = the steps, labels = one bool per step.
 WITH r AS (
-    SELECT x.split, ph.prompt_md5, t.completions, t.labels, t.pair_id, t.query_id, t.label, t.sample_id,
+    SELECT x.split, ph.prompt_hash, t.completions, t.labels, t.pair_id, t.query_id, t.label, t.sample_id,
            t.difficulty, t.stage, t.draw
     FROM rows_steps t JOIN prompt_hashes ph USING (pair_id) JOIN split_of x USING (query_id)
 )

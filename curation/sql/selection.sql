@@ -1,7 +1,7 @@
 -- name: macros
--- Draws of a list of {d: draw, a: answer hash}, keeping the first of each answer.
+-- Sample ids of a list of {d: draw, a: answer hash, s: sample_id}, keeping the first of each answer.
 CREATE OR REPLACE TEMP MACRO first_distinct(l) AS
-    list_transform(list_filter(l, lambda x, i: list_position(list_transform(l, lambda y: y.a), x.a) = i), lambda x: x.d);
+    list_transform(list_filter(l, lambda x, i: list_position(list_transform(l, lambda y: y.a), x.a) = i), lambda x: x.s);
 
 -- name: params
 -- One row of knobs the views below read (views cannot take statement parameters).
@@ -42,13 +42,6 @@ LEFT JOIN edits e ON e.sample_id = s.sample_id
 WHERE {runs}
   AND (len(p.sources) = 0 OR list_contains(p.sources, g.source))
   AND d.action IS DISTINCT FROM 'reject';
-
--- name: policy_draws
--- The policy run's samples by draw, to turn draws back into sample ids.
-CREATE OR REPLACE TEMP VIEW policy_draws AS
-SELECT s.sample_id, hash(s.sample_id, p.seed) AS draw
-FROM samples s CROSS JOIN selection_params p
-WHERE {runs};
 
 -- name: pair_stage
 -- Difficulty and curriculum stage (1-based position in the curriculum) per pair, from the policy run.
