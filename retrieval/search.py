@@ -76,6 +76,8 @@ def search_pairs(idx: RuleIndex, pairs: list[Pair], k: int = 5, template: str | 
     """The k documents for each pair, in pair order. `scheme=None` filters each pair by its own scheme."""
     template = template or DEFAULT_TEMPLATE
     check_template(template)
+    if not pairs:
+        return []
     vectors = idx.embedder.encode([compose_query(p, template) for p in pairs])
     results: list[Hits] = [[] for _ in pairs]
     groups: dict[str, list[int]] = {}

@@ -266,8 +266,9 @@ def test_kind_choice_and_params():
     assert choose_kind("auto", 1_000) == "exact"
     assert choose_kind("auto", 1_000_000) == "ivf"
     assert choose_kind("hnsw", 10) == "hnsw"
-    assert resolve_params("ivf", 1_000_000) == {"nlist": 4000, "nprobe": 16}
+    assert resolve_params("ivf", 1_000_000) == {"nlist": 1000, "nprobe": 8}
     assert resolve_params("ivf", 100)["nlist"] == 2
+    assert resolve_params("ivf", 100, {"nprobe": 50}) == {"nlist": 2, "nprobe": 2}
     with pytest.raises(CotgenError, match="index.params: 'nprobe' is not a parameter of a hnsw index"):
         resolve_params("hnsw", 10, {"nprobe": 3})
 
