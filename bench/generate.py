@@ -108,13 +108,16 @@ def policy_messages(count: int) -> list[list[dict]]:
                                scheme="crowdflower"), BUILTIN_SCHEMES["crowdflower"], "label_first") for i, r in enumerate(rows)]
 
 
-def model_bench(requests: int, max_tokens: int) -> None:
+def model_bench(requests: int, max_tokens: int, threads: int) -> None:
+    import torch
+
     from schemas.models import resolve_model
 
+    torch.set_num_threads(threads)
     path = resolve_model("bundled:smollm2-135m-instruct")
     messages = policy_messages(requests)
-    print(f"## SmolLM2-135M on CPU: {requests} policy prompts, max_tokens {max_tokens}")
-    with tempfile.TemporaryDirectory() as tmp, transformers_server(path, Path(tmp) / "serve.log") as url:
+    print(f"## SmolLM2-135M on CPU ({threads} torch thread(s)): {requests} policy prompts, max_tokens {max_tokens}")
+    with tempfile.TemporaryDirectory() as tmp, transformers_server(path, Path(tmp) / "serve.log", threads=threads) as url:
         backend = OpenAIBackend(path, OpenAIOptions(base_urls=[url], concurrency=2, timeout_s=600))
         out: list[Outcome] = []
         backend.run(iter(jobs(1, max_tokens, messages)), out.append, threading.Event())  # warm the server
@@ -145,6 +148,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--model-requests", type=int, default=16)
     ap.add_argument("--model-max-tokens", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (server and in-process); 1 suits a shared CPU")
     ap.add_argument("--skip-models", action="store_true")
     ap.add_argument("--skip-client", action="store_true")
     a = ap.parse_args()
@@ -152,7 +156,7 @@ def main() -> None:
     if not a.skip_client:
         client_bench(a.requests, a.concurrency, a.latency, a.repeats)
     if not a.skip_models:
-        model_bench(a.model_requests, a.model_max_tokens)
+        model_bench(a.model_requests, a.model_max_tokens, a.threads)
 
 
 if __name__ == "__main__":
