@@ -149,17 +149,33 @@ def _assistant(texts: pa.ChunkedArray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(range(n + 1), pa.int32()), structs)
 
 
+ROW_ORDER = [("split", "ascending"), ("stage", "ascending"), ("draw", "ascending"), ("pair_id", "ascending")]
+
+
 def assemble(kind: str, flat: pa.Table, prompts: pa.Table) -> pa.Table:
-    """The rows as TRL reads them (plus `split`): prompts joined back by pair id, texts made messages."""
+    """The rows as TRL reads them (plus `split`), in export order: prompts joined back by pair id, texts made
+    messages. Curriculum order inside a split: by stage, then the seeded draw."""
+    flat = flat.take(pc.sort_indices(flat, sort_keys=ROW_ORDER))
     columns = {"split": flat["split"]}
     for name in FINAL_COLUMNS[kind]:
         if name == "prompt":
-            columns[name] = prompts["prompt"].take(pc.index_in(flat["pair_id"], value_set=prompts["pair_id"].combine_chunks()))
+            where = pc.index_in(flat["pair_id"], value_set=prompts["pair_id"].combine_chunks())
+            columns[name] = prompts["prompt"].combine_chunks().take(where)
         elif name in MESSAGE_COLUMNS:
             columns[name] = _assistant(flat[f"{name}_text"])
         else:
             columns[name] = flat[name]
     return pa.table(columns)
+
+
+def split_parts(table: pa.Table, splits: list[str]) -> dict[str, pa.Table]:
+    """Each split's rows as a zero-copy slice (the table is sorted by split), without the split column."""
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(table["split"]).to_pylist()}
+    starts, offset = {}, 0
+    for name in sorted(counts):  # the order Arrow sorted them in
+        starts[name], offset = offset, offset + counts[name]
+    rows = table.drop_columns(["split"])
+    return {s: rows.slice(starts[s], counts[s]) if s in counts else rows.slice(0, 0) for s in splits}
 
 
 def _check_schemes(ws: Workspace, names: list[str]) -> None:
@@ -233,13 +249,9 @@ def _write_kind(folder: Path, kind: str, table: pa.Table, splits: list[str], fin
     import datasets
     from datasets.table import InMemoryTable
 
-    counts = {s: 0 for s in splits}
-    parts = {}
-    for s in splits:
-        part = table.filter(pc.equal(table["split"], s)).drop_columns(["split"])
-        counts[s] = part.num_rows
-        if part.num_rows:
-            parts[s] = part
+    every = split_parts(table, splits)
+    counts = {s: t.num_rows for s, t in every.items()}
+    parts = {s: t for s, t in every.items() if t.num_rows}
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # our own progress display is running
     try:

@@ -20,7 +20,10 @@ def select_dpo(ctx: SelectionContext) -> dict[str, Any]:
     """Fill rows_dpo from the policy run; returns the cases per pair and rows by where `chosen` came from."""
     cur = ctx.curation
     con = ctx.store.con
-    con.execute(query("sides"), {"cap": cur.dpo_per_pair})
+    if cur.dpo_per_pair == 1:
+        con.execute(query("sides_one"))
+    else:
+        con.execute(query("sides"), {"cap": cur.dpo_per_pair})
     con.execute(query("groups"))
     con.execute(query("mixed"), {"cap": cur.dpo_per_pair})
     if cur.dpo_teacher_fallback:

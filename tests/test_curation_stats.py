@@ -19,8 +19,8 @@ from helpers_curation import (
     ingest_crowdflower,
 )
 
-from curation.difficulty import store_difficulty
-from curation.stats import install_macros, pair_stats, resolve_runs, run_stats
+from curation.difficulty import load_current_counts, store_difficulty
+from curation.stats import compute_pair_counts, install_macros, pair_stats, resolve_runs, run_stats
 from curation.store import open_store
 from schemas.config import DifficultyBins
 
@@ -128,6 +128,23 @@ def test_difficulty_bins_stored_per_run(ws) -> None:
         expected = "unsolved" if c == 0 else "easy" if c == n else "hard" if c <= 0.5 * n else "medium"
         assert r["difficulty"] == expected and r["gamma"] == 0.5
     assert {r["difficulty"] for r in rows} == {"easy", "medium", "hard", "unsolved"}
+
+
+def test_stored_difficulty_reused_only_while_current(ws) -> None:
+    """An export reuses stored difficulty only while the run's samples, the reviews and the bins are unchanged."""
+    bins = DifficultyBins(gamma=0.5)
+    with open_store(ws) as store:
+        policy = resolve_runs(store, ["policy-1"])[0]
+        assert not load_current_counts(store, policy.run_id, bins)  # nothing stored yet
+        store_difficulty(store, [policy], bins)
+        assert load_current_counts(store, policy.run_id, bins)
+        stored = store.rows("SELECT pair_id, n, c FROM pair_counts ORDER BY pair_id")
+        compute_pair_counts(store, [policy.run_id])
+        assert store.rows("SELECT pair_id, n, c FROM pair_counts ORDER BY pair_id") == stored
+        assert not load_current_counts(store, policy.run_id, DifficultyBins(gamma=0.25))
+        pair_id = stored[0][0]
+        add_review(store, "relabel", pair_id, new_label="L1")
+        assert not load_current_counts(store, policy.run_id, bins)
 
 
 def test_cli_stats_and_difficulty(ws, cli) -> None:

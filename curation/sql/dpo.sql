@@ -6,9 +6,7 @@
 CREATE OR REPLACE TEMP TABLE dpo_sides AS
 WITH pol AS (
     SELECT pair_id, sample_id, draw, good,
-           -- with one pair per prompt nothing can repeat, so the steps are not even read
-           CASE WHEN $cap > 1 THEN hash(CASE WHEN predicted IS NULL THEN sample_id ELSE predicted || steps END)
-                ELSE 0 END AS answer
+           hash(CASE WHEN predicted IS NULL THEN sample_id ELSE predicted || steps END) AS answer
     FROM (SELECT e.*, coalesce(e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent, false) AS good
           FROM eff_policy e WHERE e.parse_status <> 'empty')
     WHERE good OR predicted IS DISTINCT FROM gold
@@ -19,6 +17,26 @@ WITH pol AS (
     FROM pol GROUP BY pair_id
 )
 SELECT pair_id, first_distinct(good_top)[1:$cap] AS good_ids, first_distinct(wrong_top)[1:$cap] AS wrong_ids
+FROM top;
+
+-- name: sides_one
+-- `sides` for one pair per prompt: nothing can repeat, so the first of each side is enough (a plain
+-- arg_min per pair, and the steps are never read).
+CREATE OR REPLACE TEMP TABLE dpo_sides AS
+WITH pol AS (
+    SELECT e.pair_id, e.sample_id, e.draw,
+           coalesce(e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent, false) AS good
+    FROM eff_policy e
+    WHERE e.parse_status <> 'empty'
+      AND (coalesce(e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent, false)
+           OR e.predicted IS DISTINCT FROM e.gold)
+), top AS (
+    SELECT pair_id, arg_min(sample_id, draw) FILTER (WHERE good) AS good_id,
+           arg_min(sample_id, draw) FILTER (WHERE NOT good) AS wrong_id
+    FROM pol GROUP BY pair_id
+)
+SELECT pair_id, CASE WHEN good_id IS NULL THEN [] ELSE [good_id] END AS good_ids,
+       CASE WHEN wrong_id IS NULL THEN [] ELSE [wrong_id] END AS wrong_ids
 FROM top;
 
 -- name: groups

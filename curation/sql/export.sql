@@ -16,7 +16,8 @@ ORDER BY g.pair_id;
 CREATE OR REPLACE TEMP TABLE prompt_hashes AS SELECT pair_id, hash(prompt) AS prompt_hash FROM prompts;
 
 -- name: final_sft
--- Each final_* query returns flat columns in the export's row order: texts that become messages end in
+-- Each final_* query returns flat columns (Arrow puts them in order: split, stage, draw, pair id, which
+-- lets every split be a zero-copy slice); texts that become messages end in
 -- _text; the prompt travels as its hash (the rendered messages join back in Arrow); row_hash (DuckDB's
 -- 64-bit hash of the whole row, split included) feeds the content hash, which depends on the rows alone.
 WITH r AS (
@@ -24,8 +25,7 @@ WITH r AS (
            t.label, t.stage, t.difficulty, t.sample_id, t.draw
     FROM rows_sft t JOIN prompt_hashes ph USING (pair_id) JOIN split_of x USING (query_id)
 )
-SELECT r.*, hash(r) AS row_hash FROM r
-ORDER BY r.split, r.stage, r.draw, r.pair_id;
+SELECT r.*, hash(r) AS row_hash FROM r;
 
 -- name: final_dpo
 -- Texts: the policy's raw completion (an edit wins) or, for a rescued pair, the teacher's answer
@@ -45,8 +45,7 @@ WITH r AS (
     LEFT JOIN edits ec ON ec.sample_id = d.chosen_sample_id
     LEFT JOIN edits er ON er.sample_id = d.rejected_sample_id
 )
-SELECT r.*, hash(r) AS row_hash FROM r
-ORDER BY r.split, r.stage, r.draw, r.pair_id;
+SELECT r.*, hash(r) AS row_hash FROM r;
 
 -- name: final_grpo
 -- Prompt-only rows; `label` is what the reward function compares a rollout's label with.
@@ -54,8 +53,7 @@ WITH r AS (
     SELECT x.split, ph.prompt_hash, g.label, g.difficulty, g.scheme, g.pair_id, g.query_id, g.stage, g.n, g.c, g.draw
     FROM rows_grpo g JOIN prompt_hashes ph USING (pair_id) JOIN split_of x USING (query_id)
 )
-SELECT r.*, hash(r) AS row_hash FROM r
-ORDER BY r.split, r.stage, r.draw, r.pair_id;
+SELECT r.*, hash(r) AS row_hash FROM r;
 
 -- name: final_steps
 -- TRL's stepwise-supervision format: completions = the steps, labels = one bool per step.
@@ -64,5 +62,4 @@ WITH r AS (
            t.difficulty, t.stage, t.draw
     FROM rows_steps t JOIN prompt_hashes ph USING (pair_id) JOIN split_of x USING (query_id)
 )
-SELECT r.*, hash(r) AS row_hash FROM r
-ORDER BY r.split, r.stage, r.draw, r.pair_id;
+SELECT r.*, hash(r) AS row_hash FROM r;
