@@ -172,15 +172,17 @@ def save_batch(store: Store, completions: list[CompletionRow], samples: list[Sam
         "rule_ids": pa.array([r.rule_ids for r in samples], pa.list_(pa.string())),
         "gold_label": [r.gold_label for r in samples],
     })
-    with store.transaction() as con:
-        con.register("completions_batch", comp)
-        con.register("samples_batch", samp)
-        try:
+    # Registered outside the transaction: after a failed statement the transaction refuses all work,
+    # unregistering included, until it is rolled back.
+    store.con.register("completions_batch", comp)
+    store.con.register("samples_batch", samp)
+    try:
+        with store.transaction() as con:
             con.execute(INSERT_COMPLETIONS_SQL)
             con.execute(INSERT_SAMPLES_SQL)
-        finally:
-            con.unregister("completions_batch")
-            con.unregister("samples_batch")
+    finally:
+        store.con.unregister("completions_batch")
+        store.con.unregister("samples_batch")
 
 
 def generation_pairs(store: Store, source: str | None = None, limit: int | None = None) -> list[Pair]:

@@ -105,22 +105,23 @@ def test_budget_stops_gracefully_and_the_rest_follows(ws: Path, tmp_path: Path) 
     assert rows(ws, "SELECT count(*), count(DISTINCT sample_id) FROM samples") == [(20, 20)]
 
 
-def _count(ws: Path) -> int:
-    try:
-        return rows(ws, "SELECT count(*) FROM samples")[0][0]
-    except Exception:  # noqa: BLE001 - the writer may hold the store for a moment
-        return 0
+def start_and_wait(args: list[str], log: Path, requests: int) -> subprocess.Popen:
+    """Start `cotgen ARGS` and return once the server has had `requests` requests: with one request in flight at a
+    time and batches written every second, several batches are stored by then and more requests are to come."""
+    proc = subprocess.Popen([*COTGEN, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    while len(server_keys(log)) < requests and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    return proc
 
 
 def test_sigkill_midway_then_rerun_loses_and_repeats_nothing(ws: Path, tmp_path: Path) -> None:
     log = tmp_path / "server.jsonl"
-    args = ["generate", "-w", str(ws), "--role", "policy", "--limit", "20", "-n", "2", "--concurrency", "2", "--json"]
-    with fake_server(log_path=log, latency_s=0.25) as url:
-        proc = subprocess.Popen([*COTGEN, *args, "--base-url", url], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=os.environ.copy())
-        deadline = time.monotonic() + 120
-        while _count(ws) == 0 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
+    args = ["generate", "-w", str(ws), "--role", "policy", "--limit", "20", "-n", "2", "--concurrency", "1", "--json"]
+    with fake_server(log_path=log, latency_s=0.3) as url:
+        proc = start_and_wait([*args, "--base-url", url], log, requests=12)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         before = {r[0] for r in rows(ws, "SELECT sample_id FROM samples")}
@@ -187,3 +188,15 @@ def test_run_identity_and_stage(ws: Path, tmp_path: Path) -> None:
             run_generation(workspace, "policy", policy, source="nope", quiet=True)
         with pytest.raises(CotgenError, match="structured = true needs"):
             run_generation(workspace, "policy", policy.model_copy(update={"backend": "transformers", "structured": True}))
+
+
+def test_sigterm_stops_the_run_and_keeps_what_finished(ws: Path, tmp_path: Path) -> None:
+    log = tmp_path / "server.jsonl"
+    args = ["generate", "-w", str(ws), "--role", "policy", "--limit", "30", "-n", "2", "--concurrency", "1", "--json"]
+    with fake_server(log_path=log, latency_s=0.3) as url:
+        proc = start_and_wait([*args, "--base-url", url], log, requests=12)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    status, samples = rows(ws, "SELECT r.status, count(s.sample_id) FROM runs r LEFT JOIN samples s USING (run_id) GROUP BY ALL")[0]
+    assert status == "stopped" and 0 < samples < 60

@@ -234,21 +234,42 @@ class BatchWriter:
         self.last_flush = time.monotonic()
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: finished samples are written first."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class Interrupts:
+    """Ctrl-C and SIGTERM end the run as KeyboardInterrupt, except inside `shielded()`, where they wait.
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    DuckDB aborts a running statement on a pending signal, so a batch write or a run update is shielded:
+    it completes, then the interrupt is acted on. SIGTERM (a scheduler stopping the job) is treated like Ctrl-C.
+    """
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.shield = False
+        self.pending = False
+        self._previous: list = []
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = [(s, signal.signal(s, self._handle)) for s in self.SIGNALS]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous:
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.shield:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def shielded(self) -> Iterator[None]:
+        self.shield = True
+        try:
+            yield
+        finally:
+            self.shield = False
 
 
 def _progress(quiet: bool) -> Progress:
@@ -292,25 +313,26 @@ def run_generation(ws: Workspace, role: Role, config: BackendConfig, *, limit: i
     invocation = Invocation()
     status: RunStatus = "done"
     backend: Backend | None = None
-    if plan.jobs:
-        backend = create_backend(config)
-        status = _drive(ws, run, backend, plan, budget, invocation, quiet)
-    with open_store(ws) as store:
-        summary = _summary(run, plan, invocation, budget, backend, run_summary(store, run.run_id))
-        if status == "done" and summary["missing"]:
-            status = "failed" if invocation.failed else "stopped"
-        summary["status"] = status
-        finish_run(store, run.run_id, status, summary)
+    with Interrupts() as interrupts:
+        if plan.jobs:
+            backend = create_backend(config)
+            status = _drive(ws, run, backend, plan, budget, invocation, interrupts, quiet)
+        with interrupts.shielded(), open_store(ws) as store:
+            summary = _summary(run, plan, invocation, budget, backend, run_summary(store, run.run_id))
+            if status == "done" and summary["missing"]:
+                status = "failed" if invocation.failed else "stopped"
+            summary["status"] = status
+            finish_run(store, run.run_id, status, summary)
     return summary
 
 
 def _drive(ws: Workspace, run: Run, backend: Backend, plan: Plan, budget: Budget, invocation: Invocation,
-           quiet: bool) -> RunStatus:
+           interrupts: Interrupts, quiet: bool) -> RunStatus:
     writer = BatchWriter(ws, run.run_id, run.model)
     parser = Parser(run_id=run.run_id, scheme_for=ws.config.scheme, structured=bool(plan.jobs[0].params.json_schema))
     stop = threading.Event()
     interrupted = False
-    with _progress(quiet) as bar, _sigterm_as_interrupt():
+    with _progress(quiet) as bar:
         task = bar.add_task(f"{run.name}", total=plan.total, completed=plan.done, rate=0.0, tokens=0, errors=0)
         try:
             for result in generate(backend, plan, parser, budget, stop):
@@ -322,17 +344,21 @@ def _drive(ws: Workspace, run: Run, backend: Backend, plan: Plan, budget: Budget
                                tokens=invocation.tokens_in + invocation.tokens_out,
                                errors=backend.stats.errors)
                 if writer.due():
-                    writer.flush()
+                    with interrupts.shielded():
+                        writer.flush()
+                if interrupts.pending:
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             interrupted = True
         finally:
             stop.set()
-            writer.flush(final=True)
-    if interrupted:
-        with open_store(ws) as store:
-            finish_run(store, run.run_id, "stopped", _summary(run, plan, invocation, budget, backend,
-                                                              run_summary(store, run.run_id)))
-        raise KeyboardInterrupt
+            with interrupts.shielded():
+                writer.flush(final=True)
+        if interrupted or interrupts.pending:
+            with interrupts.shielded(), open_store(ws) as store:
+                finish_run(store, run.run_id, "stopped", _summary(run, plan, invocation, budget, backend,
+                                                                  run_summary(store, run.run_id)))
+            raise KeyboardInterrupt
     return "stopped" if budget.exhausted else "done"
 
 
@@ -433,8 +459,13 @@ def generate_command(
     if prompt_only:
         show_prompt(ws, role, config, source)  # type: ignore[arg-type]
         return
-    summary = run_generation(ws, role, config, limit=limit, source=source, run_name=run,  # type: ignore[arg-type]
-                             budget=Budget(max_requests=max_requests, max_tokens=max_tokens), quiet=as_json)
+    try:
+        summary = run_generation(ws, role, config, limit=limit, source=source, run_name=run,  # type: ignore[arg-type]
+                                 budget=Budget(max_requests=max_requests, max_tokens=max_tokens), quiet=as_json)
+    except KeyboardInterrupt:
+        # Exit here: typer turns KeyboardInterrupt into a return value that `cotgen.cli.main` does not pass on.
+        err_console.print("interrupted: finished samples are stored; run the same command again to continue")
+        raise SystemExit(130) from None
     if as_json:
         emit_json(summary)
     else:
