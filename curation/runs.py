@@ -20,8 +20,10 @@ from schemas.pair import Pair
 from schemas.run import Run, RunStatus
 from schemas.sample import Sample
 
-# Columns that make two runs the same run: continuing a run with other settings would mix samples.
+# What makes two runs the same run: continuing a run with other settings would mix samples. The columns,
+# and the params entries the generator puts there (sampling settings, the rule index it retrieved from).
 RUN_IDENTITY = ("role", "backend", "model", "prompt_name", "prompt_hash")
+RUN_IDENTITY_PARAMS = ("identity", "retrieval")
 
 RUN_BY_NAME_SQL = "SELECT run_id, role, backend, model, prompt_name, prompt_hash, params, status FROM runs WHERE name = ?"
 INSERT_RUN_SQL = """
@@ -116,6 +118,9 @@ def open_run(store: Store, run: Run) -> Run:
             return run
         existing = row[0]
         differs = [f"{c} {existing[c]!r} (now {getattr(run, c)!r})" for c in RUN_IDENTITY if existing[c] != getattr(run, c)]
+        stored = json.loads(existing["params"] or "{}")
+        differs += [f"{p} {stored.get(p)!r} (now {run.params.get(p)!r})" for p in RUN_IDENTITY_PARAMS
+                    if stored.get(p) != run.params.get(p)]
         if differs:
             raise CotgenError(f"run '{run.name}' exists with {'; '.join(differs)}; pass another --run name")
         con.execute(RESUME_RUN_SQL, [params, existing["run_id"]])

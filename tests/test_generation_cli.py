@@ -184,6 +184,8 @@ def test_run_identity_and_stage(ws: Path, tmp_path: Path) -> None:
         assert (named["run"], named["completed"]) == ("mine", 3 * policy.n)
         with pytest.raises(CotgenError, match="run 'mine' exists with model 'fake' \\(now 'other'\\)"):
             run_generation(workspace, "policy", policy.model_copy(update={"model": "other"}), limit=3, run_name="mine", quiet=True)
+        with pytest.raises(CotgenError, match="run 'mine' exists with identity"):
+            run_generation(workspace, "policy", policy.model_copy(update={"temperature": 0.1}), limit=3, run_name="mine", quiet=True)
         with pytest.raises(CotgenError, match="no pairs from source 'nope'"):
             run_generation(workspace, "policy", policy, source="nope", quiet=True)
         with pytest.raises(CotgenError, match="structured = true needs"):
