@@ -58,8 +58,7 @@ def source_dirs(sources: Iterable[str], base: Path | None = None) -> list[Path]:
 
 def _field_error(path: Path, err: dict) -> CotgenError:
     field = ".".join(str(p) for p in err["loc"]) or "(front matter)"
-    msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-    return CotgenError(f"{path}: {field}: {msg}")
+    return CotgenError(f"{path}: {field}: {err['msg']}")
 
 
 def parse_document(path: Path, default_kind: str = "rule") -> Rule:
