@@ -197,8 +197,12 @@ def test_sigterm_stops_the_run_and_keeps_what_finished(ws: Path, tmp_path: Path)
     args = ["generate", "-w", str(ws), "--role", "policy", "--limit", "30", "-n", "2", "--concurrency", "1", "--json"]
     with fake_server(log_path=log, latency_s=0.3) as url:
         proc = start_and_wait([*args, "--base-url", url], log, requests=12)
+        with Store(ws / "store.duckdb", lock_timeout_s=20) as store:  # an annotator gets in between batches
+            store.con.execute("INSERT INTO reviews (review_id, annotator, action, pair_id, created_at) "
+                              "VALUES ('r1', 'ann', 'note', 'p', now())")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     status, samples = rows(ws, "SELECT r.status, count(s.sample_id) FROM runs r LEFT JOIN samples s USING (run_id) GROUP BY ALL")[0]
     assert status == "stopped" and 0 < samples < 60
+    assert rows(ws, "SELECT annotator FROM reviews") == [("ann",)]
