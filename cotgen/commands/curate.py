@@ -59,10 +59,10 @@ def print_stats(stats: list[RunStats]) -> None:
         return
     n = max(s.n_max for s in stats)
     ks = list(range(1, n + 1))
-    rows = [[s.name, s.role, s.pairs, s.samples, _pct(s.parse_rate), *(_pct(s.pass_at_k.get(k)) for k in ks),
-             _pct(s.majority_accuracy)] for s in stats]
-    console.print(table("pass@k (unbiased, over pairs)", ["run", "role", "pairs", "samples", "parsed",
-                                                          *(f"pass@{k}" for k in ks), f"maj@{n}"], rows))
+    rows = [[s.name, s.pairs, _pct(s.parse_rate), *(_pct(s.pass_at_k.get(k)) for k in ks), _pct(s.majority_accuracy)]
+            for s in stats]
+    console.print(table("pass@k (unbiased, over pairs; samples parsed; majority vote)",
+                        ["run", "pairs", "parsed", *(f"pass@{k}" for k in ks), "majority"], rows))
     for s in stats:
         console.print(table(f"{s.name}: per gold label", ["label", "pairs", "accuracy", f"pass@{s.n_max}", "majority"],
                             [[x.label, x.pairs, _pct(x.accuracy), _pct(x.pass_at_n), _pct(x.majority_accuracy)]

@@ -15,7 +15,7 @@ SELECT (SELECT count(*) || ':' || coalesce(sum(hash(sample_id, predicted_label, 
        || '|' || (SELECT count(*) || ':' || coalesce(sum(hash(review_id)), 0) FROM reviews);
 
 -- name: has_table
-SELECT count(*) FROM information_schema.tables WHERE table_name = 'pair_difficulty';
+SELECT count(*) FROM information_schema.columns WHERE table_name = 'pair_difficulty' AND column_name = 'inputs';
 
 -- name: current
 -- Stored rows still describe the run: same inputs, same bins.
