@@ -37,8 +37,6 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     root = tmp_path_factory.mktemp("training") / "ws"
     run_cli("init", "--example", str(root))
     run_cli("ingest", "-w", str(root))
-    with (root / "cotgen.toml").open("a", encoding="utf-8") as f:
-        f.write("\n[training]\nmax_steps = 1\neval_limit = 2\n")
     workspace = Workspace.open(root)
     build_store(workspace, n_queries=12)
     with open_store(workspace) as store:
@@ -125,6 +123,8 @@ def test_eval_cli_label_prob_with_cumpt(ws: Workspace, sft_run: dict) -> None:
 def test_train_and_eval_stages(ws: Workspace, sft_run: dict) -> None:
     from cotgen.commands.run import STAGES
 
+    training = ws.config.training.model_copy(update={"max_steps": 1, "eval_limit": 2})
+    ws = Workspace(ws.root, ws.config.model_copy(update={"training": training}))  # as if cotgen.toml said so
     train = STAGES["train"].run(ws)
     assert train["skipped"] is True  # [training].max_steps = 1 and the run on this version is done
     evaluated = STAGES["eval"].run(ws)
