@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
 
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, table
 from retrieval.documents import load_documents
@@ -97,8 +98,14 @@ def search_command(
         emit_json({"query": query, "hits": [{"rank": r, "score": round(s, 4), **d.model_dump()}
                                              for r, (d, s) in enumerate(hits, 1)]})
         return
-    rows = [[r, d.id, d.kind, f"{s:.3f}", ",".join(d.grades) or "-", d.title] for r, (d, s) in enumerate(hits, 1)]
-    console.print(table(f"search: {query}", ["rank", "id", "kind", "score", "grades", "title"], rows))
+    out = Table(title=f"search: {query}", title_justify="left")
+    out.add_column("id (best first)", no_wrap=True)  # ids are what people copy; never cut them
+    for name in ("score", "kind", "grades"):
+        out.add_column(name, justify="right")
+    out.add_column("title")
+    for d, score in hits:
+        out.add_row(d.id, f"{score:.3f}", d.kind, ",".join(d.grades) or "-", d.title)
+    console.print(out)
 
 
 def index_info(ws: Workspace) -> dict[str, Any]:
