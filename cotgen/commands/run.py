@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,6 +42,9 @@ def run_command(
 ) -> None:
     """Run the stages listed in cotgen.toml (pipeline.stages). Interrupt and re-run: it continues where it stopped."""
     ws = open_workspace(workspace)
+    if as_json:
+        # Stage tables go to stderr so stdout holds only the JSON summary.
+        console.file = sys.stderr
     names = only or ws.config.pipeline.stages
     unknown = [n for n in names if n not in STAGES]
     if unknown:
