@@ -230,15 +230,10 @@ def test_nothing_to_export_writes_nothing(tmp_path: Path, shared_data: Path) -> 
     assert not (ws.datasets_dir / "rel").exists() or not list((ws.datasets_dir / "rel").iterdir())
 
 
-def last_json(stdout: str) -> dict:
-    """`cotgen run --json` prints each stage's tables first; the JSON summary comes last."""
-    return json.loads(stdout[stdout.rindex("\n{\n") + 1:])
-
-
 def test_pipeline_stages_curate_and_export(ws: Workspace, cli) -> None:
-    first = last_json(cli("run", "--stage", "curate", "--stage", "export", "-w", str(ws.root), "--json").stdout)
+    first = json.loads(cli("run", "--stage", "curate", "--stage", "export", "-w", str(ws.root), "--json").stdout)
     assert first["curate"]["difficulty"]["policy-1"] and first["export"]["version"] == 1
-    again = last_json(cli("run", "--stage", "export", "-w", str(ws.root), "--json").stdout)
+    again = json.loads(cli("run", "--stage", "export", "-w", str(ws.root), "--json").stdout)
     assert again["export"]["version"] == 1 and not again["export"]["created"]
     assert again["export"]["content_hash"] == first["export"]["content_hash"]
 
