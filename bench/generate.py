@@ -109,11 +109,8 @@ def policy_messages(count: int) -> list[list[dict]]:
 
 
 def model_bench(requests: int, max_tokens: int, threads: int) -> None:
-    import torch
-
     from schemas.models import resolve_model
 
-    torch.set_num_threads(threads)
     path = resolve_model("bundled:smollm2-135m-instruct")
     messages = policy_messages(requests)
     print(f"## SmolLM2-135M on CPU ({threads} torch thread(s)): {requests} policy prompts, max_tokens {max_tokens}")
@@ -131,7 +128,7 @@ def model_bench(requests: int, max_tokens: int, threads: int) -> None:
 
     from cotgen.backends.transformers import TransformersBackend
 
-    local = TransformersBackend("bundled:smollm2-135m-instruct", path, batch_size=8)
+    local = TransformersBackend("bundled:smollm2-135m-instruct", path, batch_size=8, threads=threads)
     out = []
     t0 = time.perf_counter()
     local.run(iter(jobs(requests, max_tokens, messages)), out.append, threading.Event())

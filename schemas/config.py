@@ -91,6 +91,7 @@ class BackendConfig(Section):
     retry_max_s: float = Field(default=30.0, gt=0)
     n_per_request: Literal["auto", "always", "never"] = "auto"  # auto: try `n`, fall back if the server ignores it
     device: str = "cpu"  # transformers backend: cpu, cuda, cuda:0, mps
+    threads: int = Field(default=0, ge=0)  # transformers backend: torch CPU threads (0: torch's default)
     engine_args: dict[str, str | int | float | bool] = Field(default_factory=dict)  # vllm backend: LLM(**engine_args)
 
 

@@ -34,7 +34,6 @@ def cf_template(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
 @pytest.fixture(scope="session")
 def served(smollm2_path: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`transformers serve` with SmolLM2 on loopback for the whole session."""
-    # One thread: on a CPU shared with other test processes, torch's thread pool mostly waits on itself.
     with transformers_server(smollm2_path, tmp_path_factory.mktemp("serve") / "serve.log", threads=1) as url:
         yield url
 
@@ -43,8 +42,9 @@ def served(smollm2_path: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def ws(cf_template: Path, tmp_path: Path) -> Path:
     target = tmp_path / "ws"
     shutil.copytree(cf_template, target)
+    # One torch thread: on a CPU shared with other test processes, more threads mostly wait on each other.
     configure(target, "teacher", prompt=str(COMPACT_TEACHER), max_tokens=MAX_TOKENS, n=N, temperature=0.7, batch_size=8,
-              timeout_s=600.0)
+              timeout_s=600.0, threads=1)
     return target
 
 
@@ -87,7 +87,7 @@ def test_teacher_cot_through_transformers_serve(ws: Path, served: str, smollm2_p
 @pytest.mark.slow
 def test_teacher_cot_through_transformers_backend(ws: Path) -> None:
     proc = run_cli("generate", "-w", str(ws), "--backend", "transformers", "--model", "bundled:smollm2-135m-instruct",
-                   "--limit", str(PAIRS), "--json", env={"OMP_NUM_THREADS": "1"})
+                   "--limit", str(PAIRS), "--json")
     summary = json.loads(proc.stdout)
     check_run(ws, summary)
     assert summary["requests"] == PAIRS * N // 8, "batches of batch_size samples"

@@ -25,4 +25,5 @@ def create_backend(config: BackendConfig) -> Backend:
         return VLLMBackend(config.model, resolve_model(config.model), seed=config.seed, **config.engine_args)
     from cotgen.backends.transformers import TransformersBackend
 
-    return TransformersBackend(config.model, resolve_model(config.model), batch_size=config.batch_size, device=config.device)
+    return TransformersBackend(config.model, resolve_model(config.model), batch_size=config.batch_size, device=config.device,
+                               threads=config.threads)

@@ -31,11 +31,13 @@ class _Row:
 class TransformersBackend(Backend):
     name = "transformers"
 
-    def __init__(self, model: str, path: str, batch_size: int = 8, device: str = "cpu"):
+    def __init__(self, model: str, path: str, batch_size: int = 8, device: str = "cpu", threads: int = 0):
         super().__init__(model)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if threads:  # on a CPU shared with other work, fewer threads than cores run faster
+            torch.set_num_threads(threads)
         self.torch = torch
         self.batch_size = batch_size
         self.device = device
