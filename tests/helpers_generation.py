@@ -34,6 +34,13 @@ ANSWER = (
 GRADES = ("L4", "L3", "L2", "L1")
 
 
+def _die_with_parent() -> None:
+    """Run in the child before exec: the server gets SIGTERM when the test process dies, even by SIGKILL."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG (Linux)
+
+
 def parse_faults(spec: str) -> list[str]:
     """'429x2,500,hang' -> ['429', '429', '500', 'hang']."""
     faults: list[str] = []
@@ -177,7 +184,7 @@ def fake_server(latency_s: float = 0.0, faults: str = "", honour_n: bool = True,
         args.append("--ignore-n")
     if log_path:
         args += ["--log", str(log_path)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith("PORT "):
@@ -216,7 +223,7 @@ def transformers_server(model_path: str, log_path: Path, timeout_s: float = 180,
         proc = subprocess.Popen(
             [str(exe), "serve", model_path, "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
              "--dtype", "float32"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
             env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                  **({"OMP_NUM_THREADS": str(threads)} if threads else {})},
         )
