@@ -153,10 +153,11 @@ class Terminal:
 
 
 def set_review_config(ws_root: Path, **values: object) -> None:
-    """Append a [review] section to the workspace's cotgen.toml."""
+    """Replace the [review] section of the workspace's cotgen.toml with these values."""
+    path = ws_root / "cotgen.toml"
+    text = re.sub(r"(?ms)^\[review\]\n.*?(?=^\[|\Z)", "", path.read_text(encoding="utf-8"))
     lines = ["", "[review]", *(f"{k} = {json.dumps(v)}" for k, v in values.items()), ""]
-    with open(ws_root / "cotgen.toml", "a", encoding="utf-8") as fh:
-        fh.write("\n".join(lines))
+    path.write_text(text + "\n".join(lines), encoding="utf-8")
 
 
 EDITOR_SCRIPT = '''import sys
