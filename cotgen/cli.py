@@ -43,7 +43,8 @@ def _offline_by_default() -> None:
 def main() -> None:
     _offline_by_default()
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, Typer returns (not raises) a command's exit code, Ctrl-C included.
+        code = app(standalone_mode=False)
     except CotgenError as e:
         common.err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -54,13 +55,16 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except typer.TyperException as e:  # usage errors (bad option, missing argument) with standalone_mode=False
+        show = getattr(e, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(e, "exit_code", 2))
+    if isinstance(code, int) and code:
+        if code == 130:
+            common.err_console.print("interrupted: what was finished is saved; run the same command again to continue")
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -58,3 +58,9 @@ def test_unknown_model_fails_fast(tmp_path: Path):
         resolve_model(str(tmp_path / "no-such-dir"))
     with pytest.raises(CotgenError, match="unknown bundled model"):
         resolve_model("bundled:gpt-5")
+
+
+def test_usage_error_is_a_message_not_a_traceback(cli):
+    proc = cli("ingest", "--bogus", check=False)
+    assert proc.returncode == 2
+    assert "No such option: --bogus" in proc.stderr and "Traceback" not in proc.stderr
