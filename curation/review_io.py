@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
 from curation.review_log import (
     check_annotator,
@@ -27,7 +27,7 @@ from curation.store import Store, StoreBusy
 from schemas.answer import parse_answer, render_answer
 from schemas.errors import CotgenError
 from schemas.labels import LabelScheme
-from schemas.review import Review, ReviewAction
+from schemas.review import Review
 from schemas.workspace import Workspace
 
 SAMPLES_SQL = "SELECT sample_id, pair_id, json_array_length(steps) FROM samples WHERE sample_id IN (SELECT unnest(?::VARCHAR[]))"
@@ -36,23 +36,13 @@ EXISTING_IDS_SQL = "SELECT review_id, action FROM reviews WHERE review_id IN (SE
 EXPORT_SQL = "SELECT * FROM {table} ORDER BY created_at, review_id"
 
 
-class ImportRecord(BaseModel):
+class ImportRecord(Review):
     """One line of an import file: a Review whose id, time and (given a sample) pair may be left out."""
 
     model_config = ConfigDict(extra="forbid")
 
     review_id: str | None = None
-    annotator: str
-    action: ReviewAction
     pair_id: str | None = None
-    sample_id: str | None = None
-    step_index: int | None = None
-    step_correct: bool | None = None
-    reason: str = ""
-    new_label: str | None = None
-    edited_text: str | None = None
-    note: str = ""
-    seconds: float | None = None
     created_at: datetime | None = None
 
 
