@@ -188,8 +188,6 @@ def test_run_identity_and_stage(ws: Path, tmp_path: Path) -> None:
             run_generation(workspace, "policy", policy.model_copy(update={"temperature": 0.1}), limit=3, run_name="mine", quiet=True)
         with pytest.raises(CotgenError, match="no pairs from source 'nope'"):
             run_generation(workspace, "policy", policy, source="nope", quiet=True)
-        with pytest.raises(CotgenError, match="structured = true needs"):
-            run_generation(workspace, "policy", policy.model_copy(update={"backend": "transformers", "structured": True}))
 
 
 def test_sigterm_stops_the_run_and_keeps_what_finished(ws: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from helpers_generation import configure, crowdflower_workspace, transformers_server
 
+from cotgen.prompting import json_keys
 from curation.store import Store
 from schemas.answer import parse_answer
 from schemas.labels import BUILTIN_SCHEMES
@@ -91,3 +92,23 @@ def test_teacher_cot_through_transformers_backend(ws: Path) -> None:
     summary = json.loads(proc.stdout)
     check_run(ws, summary)
     assert summary["requests"] == PAIRS * N // 8, "batches of batch_size samples"
+
+
+@pytest.mark.slow
+def test_structured_answers_from_a_local_model_are_valid_json(ws: Path) -> None:
+    """structured = true on the transformers backend: keys forced, values written, the label one of the scheme's."""
+    configure(ws, "teacher", structured=True, order="label_first", max_tokens=80, n=1)
+    proc = run_cli("generate", "-w", str(ws), "--limit", "4", "--json")
+    summary = json.loads(proc.stdout)
+    assert (summary["completed"], summary["failed"]) == (4, 0)
+    scheme = BUILTIN_SCHEMES["crowdflower"]
+    with Store(ws / "store.duckdb", read_only=True) as store:
+        rows = store.rows("SELECT s.parse_status, s.predicted_label, c.text, c.tokens_out "
+                          "FROM samples s JOIN completions c ON c.request_key = s.sample_id")
+    assert len(rows) == 4
+    for status, label, text, tokens_out in rows:
+        answer = json.loads(text)
+        assert list(answer) == json_keys("label_first"), "keys in the answer order: label first"
+        assert answer["label"] in scheme.ids and (status, label) == ("ok", answer["label"])
+        assert all(isinstance(v, str) for v in answer.values())
+        assert 0 < tokens_out <= 5 * 16 + 3, "each of the five steps keeps to its share of max_tokens"

@@ -13,8 +13,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from cotgen.backends.base import Backend, Emit, Job, Outcome, SamplingParams, TokenAlternatives
+from cotgen.backends.json_fields import FieldDecoder
 
 TOP_K_ALTERNATIVES = 20
 LOGIT_POSITIONS = 32  # enough to pass "Label: <grade>" in a label_first answer
@@ -72,6 +74,9 @@ class TransformersBackend(Backend):
         prompts = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         input_ids, attention_mask, cache = self._batch(prompts)
         torch.manual_seed(int(rows[0].key[:8], 16) ^ (params.seed or 0))
+        if params.json_schema is not None:
+            self._generate_json(rows, prompts, params, input_ids, attention_mask, cache, emit)
+            return
         started = time.perf_counter()
         with torch.inference_mode():
             out = self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
@@ -93,6 +98,18 @@ class TransformersBackend(Backend):
                 logprobs=self._alternatives(out.logits, i, ids, params.top_logprobs) if params.top_logprobs else None,
                 latency_s=latency,
             ))
+
+    def _generate_json(self, rows: list[_Row], prompts: list[list[int]], params: SamplingParams, input_ids: Any,
+                       attention_mask: Any, cache: Any, emit: Emit) -> None:
+        started = time.perf_counter()
+        decoder = FieldDecoder(self.lm, self.tokenizer, self.torch, self._sampling(params))
+        decoded = decoder.decode(params.json_schema, input_ids, attention_mask, cache, params.max_tokens)
+        latency = time.perf_counter() - started
+        self.stats.count_request()
+        for row, prompt, answer in zip(rows, prompts, decoded, strict=True):
+            emit(Outcome(job=row.job, sample_index=row.sample_index, key=row.key, text=answer.text(),
+                         finish_reason="length" if answer.truncated else "stop", tokens_in=len(prompt),
+                         tokens_out=answer.tokens_out, latency_s=latency))
 
     def _batch(self, prompts: list[list[int]]) -> tuple:
         """(input_ids, attention_mask, cache): the shared head (cached) + each prompt's rest, padded in between."""

@@ -113,8 +113,6 @@ def default_run_name(role: Role, config: BackendConfig, prompt: Prompt, retrieva
 
 
 def _check(role: Role, config: BackendConfig) -> None:
-    if config.structured and config.backend == "transformers":
-        raise CotgenError(f"[{role}] structured = true needs a server with JSON-schema decoding (backend openai or vllm)")
     if config.backend == "openai" and not config.base_urls:
         raise CotgenError(f"[{role}] backend = \"openai\" needs base_urls (e.g. [\"http://127.0.0.1:8000/v1\"]) or --base-url")
 
