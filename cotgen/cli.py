@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+import duckdb
 import typer
 from rich.markup import escape
 
@@ -48,7 +49,8 @@ def main() -> None:
     except CotgenError as e:
         common.err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, duckdb.InterruptException):
+        # DuckDB turns a Ctrl-C during a statement into its own exception; its transaction rolls back.
         common.err_console.print("interrupted: what was finished is saved; run the same command again to continue")
         sys.exit(130)
     except typer.Abort:

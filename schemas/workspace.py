@@ -23,6 +23,13 @@ class Workspace:
         p = Path(relative).expanduser()
         return p if p.is_absolute() else self.root / p
 
+    def model(self, ref: str) -> str:
+        """A model path relative to the workspace (e.g. a training run) resolves against it; other refs pass through."""
+        if ref.startswith("bundled:"):
+            return ref
+        p = self.path(ref)
+        return str(p) if p.exists() else ref
+
     @property
     def store_path(self) -> Path:
         return self.path(self.config.store.path)

@@ -48,3 +48,13 @@ scheme = "binary"
     assert config.scheme("binary").map_raw("Not relevant") == "N"
     with pytest.raises(CotgenError, match="unknown label scheme 'x'"):
         config.scheme("x")
+
+
+def test_model_paths_resolve_against_the_workspace(tmp_path):
+    from schemas.workspace import Workspace
+
+    ws = Workspace(tmp_path, parse_config(render_config(False)))
+    (tmp_path / "runs" / "sft").mkdir(parents=True)
+    assert ws.model("runs/sft") == str(tmp_path / "runs" / "sft"), "a training run in the workspace, from any cwd"
+    assert ws.model("bundled:smollm2-135m-instruct") == "bundled:smollm2-135m-instruct"
+    assert ws.model("Qwen/Qwen3-32B") == "Qwen/Qwen3-32B", "not a workspace path: a hub id or a path from cwd"

@@ -285,6 +285,7 @@ def run_generation(ws: Workspace, role: Role, config: BackendConfig, *, limit: i
                    quiet: bool = False) -> dict[str, Any]:
     """Generate every missing sample of the run; returns the run summary. Safe to interrupt and re-run."""
     _check(role, config)
+    config = config.model_copy(update={"model": ws.model(config.model)})  # `runs/sft` is the workspace's run
     budget = budget or Budget()
     prompt = load_prompt(role, config.prompt)
     rules = rule_search(ws) if role == "teacher" else None

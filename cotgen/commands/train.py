@@ -64,9 +64,8 @@ def build_config(kind: str, max_steps: int | None, lora: bool, overrides: list[s
 
 
 def _model_ref(ws: Workspace, model: str | None) -> str:
-    """A run directory or path relative to the workspace wins; other references pass through to resolve_model."""
-    ref = model or ws.config.training.model or ws.config.policy.model
-    return str(ws.path(ref)) if ws.path(ref).exists() and not ref.startswith("bundled:") else ref
+    """--model, else [training].model, else [policy].model; workspace-relative paths resolve against it."""
+    return ws.model(model or ws.config.training.model or ws.config.policy.model)
 
 
 def _version(ws: Workspace, dataset: str, allow_split: bool = False) -> tuple[ExportedVersion, str | None]:
