@@ -52,6 +52,7 @@ Role = Literal["teacher", "policy"]
 FLUSH_ROWS = 256  # a batch is written when it has this many samples...
 FLUSH_S = 1.0  # ...or is this old
 RETRIEVE_CHUNK = 512
+PROGRESS_LINE_S = 30.0  # without a terminal (a log file, CI), a progress line this often
 # Settings that change request keys: a run keeps them fixed (n may grow; more samples per pair are new keys).
 IDENTITY_FIELDS = ("order", "temperature", "top_p", "max_tokens", "seed", "top_logprobs", "structured", "explain_gold")
 
@@ -331,6 +332,8 @@ def _drive(ws: Workspace, run: Run, backend: Backend, plan: Plan, budget: Budget
     parser = Parser(run_id=run.run_id, scheme_for=ws.config.scheme, structured=bool(plan.jobs[0].params.json_schema))
     stop = threading.Event()
     interrupted = False
+    log_lines = not quiet and not err_console.is_terminal  # a log file gets a line now and then instead of a bar
+    last_line = time.monotonic()
     with _progress(quiet) as bar:
         task = bar.add_task(f"{run.name}", total=plan.total, completed=plan.done, rate=0.0, tokens=0, errors=0)
         try:
@@ -342,6 +345,10 @@ def _drive(ws: Workspace, run: Run, backend: Backend, plan: Plan, budget: Budget
                     bar.update(task, advance=1 if result.sample else 0, rate=invocation.completed / elapsed,
                                tokens=invocation.tokens_in + invocation.tokens_out,
                                errors=backend.stats.errors)
+                    if log_lines and time.monotonic() - last_line >= PROGRESS_LINE_S:
+                        last_line = time.monotonic()
+                        err_console.print(f"{run.name}: {plan.done + invocation.completed}/{plan.total} samples, "
+                                          f"{invocation.completed / elapsed:.2f}/s, {invocation.failed} failed")
                 if writer.due():
                     with interrupts.shielded():
                         writer.flush()
