@@ -205,3 +205,21 @@ def test_vllm_backend_without_vllm_says_how_to_get_it() -> None:
         pytest.skip("vllm is installed here")
     with pytest.raises(CotgenError, match=r"pip install 'cotgen\[vllm\]'"):
         create_backend(BackendConfig(backend="vllm"))
+
+
+def test_enum_trie_allows_only_continuations_of_an_allowed_value() -> None:
+    from cotgen.backends.json_fields import _Trie
+
+    end = 0
+    trie = _Trie([[7, 4], [7, 3], [9]], end)
+    assert sorted(trie.allowed([])) == [7, 9]
+    assert sorted(trie.allowed([7])) == [3, 4], "after the shared 'L' only the digits that make a grade"
+    assert trie.allowed([7, 4]) == [end] and trie.allowed([9]) == [end]
+    assert trie.allowed([9, end, end]) == [end], "a finished row only pads"
+
+
+def test_a_step_cut_by_its_budget_ends_at_its_last_full_sentence() -> None:
+    from cotgen.backends.json_fields import _last_sentence
+
+    assert _last_sentence("The query asks for earbuds. The item is a case for") == "The query asks for earbuds."
+    assert _last_sentence("no sentence end at all") == "no sentence end at all"

@@ -32,6 +32,12 @@ class Decoded:
         return json.dumps(self.values, ensure_ascii=False)
 
 
+def _last_sentence(text: str) -> str:
+    """A value cut by its token budget ends at its last full sentence, when it has one."""
+    end = max(text.rfind(mark) for mark in (". ", "! ", "? "))
+    return text[: end + 1] if end > 0 else text
+
+
 class _Trie:
     """Token sequences of the allowed enum values, walked as the model writes one."""
 
@@ -108,7 +114,7 @@ class FieldDecoder:
             text = self.tokenizer.decode(tokens[: j + 1])
             if '"' in text:
                 return text[: text.index('"')].rstrip("\\"), j, False
-        return self.tokenizer.decode(tokens), len(tokens), True
+        return _last_sentence(self.tokenizer.decode(tokens)), len(tokens), True
 
     def _generate(self, seq: Any, mask: Any, cache: Any, max_new_tokens: int, **kwargs: Any) -> Any:
         with self.torch.inference_mode():
