@@ -32,8 +32,10 @@ def cf_template(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
 def ws(cf_template: Path, tmp_path: Path) -> Path:
     target = tmp_path / "ws"
     shutil.copytree(cf_template, target)
+    # Free-text answers: the example template's teacher is structured (for the bundled model), these tests are not.
     for role in ("teacher", "policy"):
-        configure(target, role, backend="openai", model="fake", timeout_s=2.0, retry_base_s=0.05, concurrency=4)
+        configure(target, role, backend="openai", model="fake", timeout_s=2.0, retry_base_s=0.05, concurrency=4,
+                  structured=False)
     return target
 
 

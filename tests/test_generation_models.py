@@ -44,8 +44,9 @@ def ws(cf_template: Path, tmp_path: Path) -> Path:
     target = tmp_path / "ws"
     shutil.copytree(cf_template, target)
     # One torch thread: on a CPU shared with other test processes, more threads mostly wait on each other.
+    # Free text (structured = false): the structured path has its own test below.
     configure(target, "teacher", prompt=str(COMPACT_TEACHER), max_tokens=MAX_TOKENS, n=N, temperature=0.7, batch_size=8,
-              timeout_s=600.0, threads=1)
+              timeout_s=600.0, threads=1, structured=False)
     return target
 
 
