@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cotgen.backends.hf_compat import cache_kwargs, cache_of
+
 MIN_FIELD_TOKENS = 16
 
 
@@ -95,7 +97,7 @@ class FieldDecoder:
                 keep.append([1] * kept + [0] * (len(tokens) - kept))
             seq = out.sequences
             mask = self.torch.cat([mask, self.torch.tensor(keep, dtype=mask.dtype, device=mask.device)], dim=1)
-            cache = out.past_key_values
+            cache = cache_of(out)
         return rows
 
     def _choose(self, seq: Any, mask: Any, cache: Any, values: list[str]) -> Any:
@@ -118,7 +120,7 @@ class FieldDecoder:
 
     def _generate(self, seq: Any, mask: Any, cache: Any, max_new_tokens: int, **kwargs: Any) -> Any:
         with self.torch.inference_mode():
-            return self.lm.generate(input_ids=seq, attention_mask=mask, past_key_values=cache,
+            return self.lm.generate(input_ids=seq, attention_mask=mask, **cache_kwargs(cache),
                                     max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                                     return_dict_in_generate=True, **self.sampling, **kwargs)
 

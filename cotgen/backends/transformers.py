@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cotgen.backends.base import Backend, Emit, Job, Outcome, SamplingParams, TokenAlternatives
+from cotgen.backends.hf_compat import cache_kwargs, cache_of
 from cotgen.backends.json_fields import FieldDecoder
 
 TOP_K_ALTERNATIVES = 20
@@ -79,7 +80,7 @@ class TransformersBackend(Backend):
             return
         started = time.perf_counter()
         with torch.inference_mode():
-            out = self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+            out = self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, **cache_kwargs(cache),
                                    **self._sampling(params), max_new_tokens=params.max_tokens,
                                    pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
                                    output_logits=bool(params.top_logprobs))
@@ -120,7 +121,7 @@ class TransformersBackend(Backend):
         elif len(shared) >= MIN_SHARED_PREFIX:
             with torch.inference_mode():
                 head = torch.tensor([shared], device=self.device)
-                self._prefix_cache = self.lm(input_ids=head, use_cache=True).past_key_values
+                self._prefix_cache = cache_of(self.lm(input_ids=head, use_cache=True))
             self._prefix = shared
         else:
             shared = []
