@@ -81,7 +81,7 @@ def _body(m: dict[str, Any]) -> str:
         parts.append(f"GRPO label distribution, coefficient of variation: {grpo['cv_before']:.3f} before balancing, "
                      f"{grpo['cv_after']:.3f} after.")
     dpo = m.get("selection", {}).get("dpo")
-    if dpo:
+    if dpo and dpo["pairs_by_case"]:
         parts.append("DPO pairs by case: " + ", ".join(f"{k} {v}" for k, v in dpo["pairs_by_case"].items()) + ".")
     scheme = m.get("scheme") or {}
     if scheme:

@@ -149,12 +149,16 @@ def print_export(result: ExportResult) -> None:
     console.print(f"{result.name} v{result.version} {what}: {result.path}  hash {result.content_hash[:16]}")
     splits = list(dict.fromkeys(s for c in result.counts.values() for s in c))
     console.print(table("rows", ["kind", *splits], [[k, *(c.get(s, 0) for s in splits)] for k, c in result.counts.items()]))
-    if "dpo" in sel:
-        console.print("dpo pairs by case: " + ", ".join(f"{k} {v:,}" for k, v in sel["dpo"]["pairs_by_case"].items()))
-    if "grpo" in sel:
+    cases = sel.get("dpo", {}).get("pairs_by_case")
+    if cases:
+        console.print("dpo pairs by case: " + ", ".join(f"{k} {v:,}" for k, v in cases.items()))
+    if sel.get("grpo", {}).get("candidates"):
         g = sel["grpo"]
         console.print(f"grpo: kept {g['kept']:,} of {g['candidates']:,} prompts (0 < c < gamma*n), {g['rows']:,} after "
                       f"balancing; label coefficient of variation {g['cv_before']:.3f} before, {g['cv_after']:.3f} after")
+    waiting = [k for k in ("dpo", "grpo") if k in sel and not sel[k].get("rows")]
+    if waiting:
+        console.print(f"{' and '.join(waiting)}: no rows yet; they come from policy samples (`cotgen generate --role policy`)")
 
 
 def export_command(
