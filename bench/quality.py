@@ -33,6 +33,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from datasets import disable_progress_bars  # noqa: E402
 from helpers_curation import CROWDFLOWER_MAP, add_run, add_samples, pairs_of_queries  # noqa: E402
+from helpers_generation import configure  # noqa: E402
 from helpers_training import answer  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -51,9 +52,11 @@ disable_progress_bars()
 hf_logging.disable_progress_bar()
 
 
-def build_export(root: Path, data: Path, descriptions: bool) -> ExportedVersion:
+def build_export(root: Path, data: Path, descriptions: bool, sft_balance: float | None) -> ExportedVersion:
     """Ingest CrowdFlower, store one template-teacher answer per pair, export the sft set."""
     run_cli("init", str(root))
+    if sft_balance is not None:
+        configure(root, "curation", sft_balance=sft_balance)
     columns = CROWDFLOWER_MAP if descriptions else CROWDFLOWER_MAP.replace(",description=product_description", "")
     run_cli("ingest", str(data), "-w", str(root), "--source", "crowdflower", "--scheme", "crowdflower",
             "--map", columns, "--strip-html")
@@ -94,12 +97,14 @@ def main() -> None:
                     help="tokens per SFT example; the label comes first, so a cut only shortens the reasoning")
     ap.add_argument("--descriptions", action="store_true",
                     help="include product descriptions in the prompts (about twice the tokens per pair)")
+    ap.add_argument("--sft-balance", type=float, default=None,
+                    help="curation.sft_balance for the export (1.0: every label as often as the rarest; default: off)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the workspace here (default: a temp dir)")
     args = ap.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cotgen-quality-"))
     t0 = time.monotonic()
-    version = build_export(workdir / "ws", args.data, args.descriptions)
+    version = build_export(workdir / "ws", args.data, args.descriptions, args.sft_balance)
     counts = version.manifest["counts"]["sft"]
     print(f"export {version.name}@v{version.version}: sft rows {counts} (split by query), "
           f"{time.monotonic() - t0:.0f}s")

@@ -37,5 +37,6 @@ def select_sft(ctx: SelectionContext) -> dict[str, Any]:
     dropped = pa.table({"sample_id": pa.array(_near_duplicates(ctx), type=pa.string())})
     with registered(ctx.store, "dropped_arrow", dropped):
         ctx.store.con.execute(query("create_dropped"))
-    ctx.store.con.execute(query("rows"), {"k": cur.sft_per_pair})
+    ctx.store.con.execute(query("picked"), {"k": cur.sft_per_pair})
+    ctx.store.con.execute(query("rows"), {"balance": cur.sft_balance})
     return ctx.store.query(query("counts"))[0]

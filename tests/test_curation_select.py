@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -172,6 +173,21 @@ def test_grpo_keeps_partly_solved_prompts_balanced(ws: Workspace) -> None:
     rows, counts = select(with_curation(ws, difficulty={"gamma": 0.75}, grpo_balance=2.0), ["grpo"])
     cap = 2 * min(counts["grpo"]["labels_before"].values())
     assert all(n == min(cap, counts["grpo"]["labels_before"][k]) for k, n in counts["grpo"]["labels_after"].items())
+
+
+def test_sft_balance_caps_each_label_at_a_multiple_of_the_rarest(ws: Workspace) -> None:
+    build_store(ws, n_queries=30, teacher_n=1, policy_n=1)
+    rows, counts = select(ws, ["sft"])
+    natural = Counter(r["label"] for r in rows["sft"])
+    assert counts["sft"]["balanced_out"] == 0 and len(set(natural.values())) > 1, "the unbalanced mix is the default"
+    rarest = min(natural.values())
+    for balance in (1.0, 1.5):
+        rows, counts = select(with_curation(ws, sft_balance=balance), ["sft"])
+        after = Counter(r["label"] for r in rows["sft"])
+        assert after == {k: min(n, int(balance * rarest)) for k, n in natural.items()}
+        assert counts["sft"]["balanced_out"] == natural.total() - after.total()
+    first, second = (select(with_curation(ws, sft_balance=1.0), ["sft"])[0]["sft"] for _ in range(2))
+    assert [r["sample_id"] for r in first] == [r["sample_id"] for r in second], "a seeded draw picks who stays"
 
 
 def test_curriculum_stage_follows_difficulty(ws: Workspace) -> None:

@@ -149,6 +149,8 @@ def print_export(result: ExportResult) -> None:
     console.print(f"{result.name} v{result.version} {what}: {result.path}  hash {result.content_hash[:16]}")
     splits = list(dict.fromkeys(s for c in result.counts.values() for s in c))
     console.print(table("rows", ["kind", *splits], [[k, *(c.get(s, 0) for s in splits)] for k, c in result.counts.items()]))
+    if sel.get("sft", {}).get("balanced_out"):
+        console.print(f"sft: {sel['sft']['balanced_out']:,} rows left out to balance the labels (curation.sft_balance)")
     cases = sel.get("dpo", {}).get("pairs_by_case")
     if cases:
         console.print("dpo pairs by case: " + ", ".join(f"{k} {v:,}" for k, v in cases.items()))

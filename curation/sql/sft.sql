@@ -13,9 +13,9 @@ SELECT sample_id, pair_id, cot FROM sft_pool ORDER BY pair_id, rank;
 -- name: create_dropped
 CREATE OR REPLACE TEMP TABLE diversity_dropped AS SELECT * FROM dropped_arrow;
 
--- name: rows
+-- name: picked
 -- k answers per pair, with the pair's difficulty and curriculum stage from the policy run when known.
-CREATE OR REPLACE TEMP TABLE rows_sft AS
+CREATE OR REPLACE TEMP TABLE sft_picked AS
 SELECT t.pair_id, g.query_id, t.gold AS label, t.completion, t.cot AS reasoning_content, t.sample_id,
        coalesce(s.difficulty, 'unknown') AS difficulty, coalesce(s.stage, p.unknown_stage) AS stage, t.draw
 FROM sft_pool t
@@ -25,9 +25,18 @@ LEFT JOIN pair_stage s ON s.pair_id = t.pair_id
 WHERE t.sample_id NOT IN (SELECT sample_id FROM diversity_dropped)
 QUALIFY row_number() OVER (PARTITION BY t.pair_id ORDER BY t.rank) <= $k;
 
+-- name: rows
+-- Optional class balance, as for GRPO: each label keeps at most `balance` x the rarest label's rows
+-- (seeded draw decides which). A small model trained on a skewed mix learns to answer the majority grade.
+CREATE OR REPLACE TEMP TABLE rows_sft AS
+WITH cap AS (SELECT floor($balance::DOUBLE * min(k)) AS cap FROM (SELECT count(*) AS k FROM sft_picked GROUP BY label))
+SELECT t.* FROM sft_picked t CROSS JOIN cap
+QUALIFY $balance::DOUBLE IS NULL OR row_number() OVER (PARTITION BY t.label ORDER BY t.draw) <= cap.cap;
+
 -- name: counts
 SELECT (SELECT count(*) FROM teacher_answers) AS eligible,
        (SELECT count(*) FROM sft_pool) AS within_length,
        (SELECT count(*) FROM diversity_dropped) AS near_duplicates,
+       (SELECT count(*) FROM sft_picked) - (SELECT count(*) FROM rows_sft) AS balanced_out,
        (SELECT count(*) FROM rows_sft) AS rows,
        (SELECT count(DISTINCT pair_id) FROM rows_sft) AS pairs;
