@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--descriptions", action="store_true",
                     help="include product descriptions in the prompts (about twice the tokens per pair)")
     ap.add_argument("--sft-balance", type=float, default=None,
-                    help="curation.sft_balance for the export (1.0: every label as often as the rarest; default: off)")
+                    help="curation.sft_balance for the export (1.0: every train label as often as the rarest; default: off)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the workspace here (default: a temp dir)")
     args = ap.parse_args()
 
@@ -111,7 +111,8 @@ def main() -> None:
     rows = eval_rows(version, "test", args.eval_limit)
     print(f"scoring {len(rows)} test pairs (label-prob mode)")
 
-    majority = max(version.scheme.ids, key=lambda g: sum(r["label"] == g for r in version.split("sft", "train")))
+    # Validation keeps the natural label mix even when --sft-balance evens out train.
+    majority = max(version.scheme.ids, key=lambda g: sum(r["label"] == g for r in version.split("sft", "validation")))
     base_m = scheme_metrics([r["label"] for r in rows], [majority] * len(rows), version.scheme)
     zero_m, zero_s = score(MODEL, version, rows, args.batch_size)
     print(f"zero-shot scored in {zero_s:.0f}s ({len(rows) / zero_s:.2f} pairs/s)")

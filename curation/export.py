@@ -30,7 +30,7 @@ from curation.datasets import MANIFEST, SPLITS_FILE, latest_version, read_manife
 from curation.export_card import render_card
 from curation.select_dpo import select_dpo
 from curation.select_grpo import select_grpo
-from curation.select_sft import select_sft
+from curation.select_sft import balance_sft_train, select_sft
 from curation.select_steps import select_steps
 from curation.selection import Embed, SelectionContext, open_selection, registered
 from curation.splits import assign_splits
@@ -46,6 +46,8 @@ KINDS = ("sft", "dpo", "grpo", "steps")
 SELECTORS: dict[str, Callable[[SelectionContext], dict[str, Any]]] = {
     "sft": select_sft, "dpo": select_dpo, "grpo": select_grpo, "steps": select_steps,
 }
+# The split the trainers read; class balancing (curation.sft_balance) applies to it alone.
+TRAIN_SPLIT = "train"
 RenderPrompt = Callable[[Pair], list[dict]]
 Progress = Callable[[str], None]
 PROMPT_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -206,6 +208,8 @@ def select_rows(ws: Workspace, store: Store, kinds: list[str], order: AnswerOrde
     _check_schemes(ws, scheme_names)
     progress("splitting by query")
     splits = assign_splits(store, ws.config.curation.seed, ws.config.curation.split, previous_splits, version)
+    if "sft" in kinds and ws.config.curation.sft_balance is not None:
+        selection["sft"] = balance_sft_train(ctx, TRAIN_SPLIT)
     progress("rendering policy prompts")
     prompts = _render_prompts(store, render)
     progress("assembling rows")

@@ -38,5 +38,11 @@ def select_sft(ctx: SelectionContext) -> dict[str, Any]:
     with registered(ctx.store, "dropped_arrow", dropped):
         ctx.store.con.execute(query("create_dropped"))
     ctx.store.con.execute(query("picked"), {"k": cur.sft_per_pair})
-    ctx.store.con.execute(query("rows"), {"balance": cur.sft_balance})
+    ctx.store.con.execute(query("rows"))
+    return ctx.store.query(query("counts"))[0]
+
+
+def balance_sft_train(ctx: SelectionContext, train_split: str) -> dict[str, Any]:
+    """Once splits are known (temp table split_of), apply curation.sft_balance to the training split only."""
+    ctx.store.con.execute(query("balance_train"), {"balance": ctx.curation.sft_balance, "train": train_split})
     return ctx.store.query(query("counts"))[0]

@@ -117,7 +117,7 @@ class CurationConfig(Section):
     sft_min_chars: int = Field(default=0, ge=0)
     sft_max_chars: int = Field(default=8000, ge=1)
     sft_balance: float | None = Field(default=None, ge=1.0,
-                                      description="cap SFT rows per label, x the rarest; unset: the natural mix")
+                                      description="cap train-split SFT rows per label, x the rarest; unset: the natural mix")
     dpo_per_pair: int = Field(default=1, ge=1)
     dpo_teacher_fallback: bool = True
     grpo_balance: float | None = Field(default=1.0, ge=1.0, description="cap per label, x the rarest; unset: no cap")

@@ -175,19 +175,27 @@ def test_grpo_keeps_partly_solved_prompts_balanced(ws: Workspace) -> None:
     assert all(n == min(cap, counts["grpo"]["labels_before"][k]) for k, n in counts["grpo"]["labels_after"].items())
 
 
-def test_sft_balance_caps_each_label_at_a_multiple_of_the_rarest(ws: Workspace) -> None:
+def exported_sft_by_split(ws: Workspace, name: str) -> tuple[dict[str, list[dict]], dict]:
+    result = export_dataset(ws, name, ["sft"], "label_first", plain_prompt)
+    data = result.path / "data" / "sft"
+    return {f.stem: pq.read_table(f).to_pylist() for f in data.glob("*.parquet")}, result.selection["sft"]
+
+
+def test_sft_balance_caps_train_labels_and_keeps_the_natural_mix_for_evaluation(ws: Workspace) -> None:
     build_store(ws, n_queries=30, teacher_n=1, policy_n=1)
-    rows, counts = select(ws, ["sft"])
-    natural = Counter(r["label"] for r in rows["sft"])
-    assert counts["sft"]["balanced_out"] == 0 and len(set(natural.values())) > 1, "the unbalanced mix is the default"
-    rarest = min(natural.values())
+    natural, counts = exported_sft_by_split(ws, "natural")
+    train = Counter(r["label"] for r in natural["train"])
+    assert counts["balanced_out"] == 0 and len(set(train.values())) > 1, "the unbalanced mix is the default"
+    rarest = min(train.values())
     for balance in (1.0, 1.5):
-        rows, counts = select(with_curation(ws, sft_balance=balance), ["sft"])
-        after = Counter(r["label"] for r in rows["sft"])
-        assert after == {k: min(n, int(balance * rarest)) for k, n in natural.items()}
-        assert counts["sft"]["balanced_out"] == natural.total() - after.total()
-    first, second = (select(with_curation(ws, sft_balance=1.0), ["sft"])[0]["sft"] for _ in range(2))
-    assert [r["sample_id"] for r in first] == [r["sample_id"] for r in second], "a seeded draw picks who stays"
+        balanced, counts = exported_sft_by_split(with_curation(ws, sft_balance=balance), f"balanced-{balance}")
+        after = Counter(r["label"] for r in balanced["train"])
+        assert after == {k: min(n, int(balance * rarest)) for k, n in train.items()}
+        assert counts["balanced_out"] == train.total() - after.total()
+        for split in ("validation", "test"):
+            assert [r["pair_id"] for r in balanced[split]] == [r["pair_id"] for r in natural[split]], split
+    again = export_dataset(with_curation(ws, sft_balance=1.0), "balanced-1.0", ["sft"], "label_first", plain_prompt)
+    assert not again.created, "a seeded draw picks who stays: the same inputs give the same rows"
 
 
 def test_curriculum_stage_follows_difficulty(ws: Workspace) -> None:

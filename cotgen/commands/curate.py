@@ -150,7 +150,7 @@ def print_export(result: ExportResult) -> None:
     splits = list(dict.fromkeys(s for c in result.counts.values() for s in c))
     console.print(table("rows", ["kind", *splits], [[k, *(c.get(s, 0) for s in splits)] for k, c in result.counts.items()]))
     if sel.get("sft", {}).get("balanced_out"):
-        console.print(f"sft: {sel['sft']['balanced_out']:,} rows left out to balance the labels (curation.sft_balance)")
+        console.print(f"sft: {sel['sft']['balanced_out']:,} train rows left out to balance the labels (curation.sft_balance)")
     cases = sel.get("dpo", {}).get("pairs_by_case")
     if cases:
         console.print("dpo pairs by case: " + ", ".join(f"{k} {v:,}" for k, v in cases.items()))

@@ -26,12 +26,18 @@ WHERE t.sample_id NOT IN (SELECT sample_id FROM diversity_dropped)
 QUALIFY row_number() OVER (PARTITION BY t.pair_id ORDER BY t.rank) <= $k;
 
 -- name: rows
--- Optional class balance, as for GRPO: each label keeps at most `balance` x the rarest label's rows
--- (seeded draw decides which). A small model trained on a skewed mix learns to answer the majority grade.
+CREATE OR REPLACE TEMP TABLE rows_sft AS SELECT * FROM sft_picked;
+
+-- name: balance_train
+-- Optional class balance of the training split, run once splits are known: each label keeps at most
+-- `balance` x the rarest label's rows (seeded draw decides which). A small model trained on a skewed mix
+-- learns to answer the majority grade; validation and test keep the natural mix so evaluation measures
+-- the distribution the model will meet.
 CREATE OR REPLACE TEMP TABLE rows_sft AS
-WITH cap AS (SELECT floor($balance::DOUBLE * min(k)) AS cap FROM (SELECT count(*) AS k FROM sft_picked GROUP BY label))
-SELECT t.* FROM sft_picked t CROSS JOIN cap
-QUALIFY $balance::DOUBLE IS NULL OR row_number() OVER (PARTITION BY t.label ORDER BY t.draw) <= cap.cap;
+WITH t AS (SELECT p.*, x.split = $train AS in_train FROM sft_picked p JOIN split_of x USING (query_id)),
+cap AS (SELECT floor($balance::DOUBLE * min(k)) AS cap FROM (SELECT count(*) AS k FROM t WHERE in_train GROUP BY label))
+SELECT t.* EXCLUDE (in_train) FROM t CROSS JOIN cap
+QUALIFY NOT in_train OR row_number() OVER (PARTITION BY in_train, t.label ORDER BY t.draw) <= cap.cap;
 
 -- name: counts
 SELECT (SELECT count(*) FROM teacher_answers) AS eligible,
