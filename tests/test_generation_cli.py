@@ -89,6 +89,10 @@ def test_teacher_run_is_keyed_stored_and_resumable(ws: Path, tmp_path: Path) -> 
         assert (again["completed"], again["already_done"], again["requests"]) == (0, 40, 0)
         more = summary(generate(ws, url, "--limit", "20", "-n", "3"))
         assert (more["completed"], more["already_done"], more["run"]) == (20, 40, first["run"])
+        other = generate(ws, url, "--limit", "20", "-n", "2", "--run", "another", check=False)
+        assert other.returncode == 0 and summary(other)["answered_elsewhere"] == 40
+        told = run_cli("generate", "-w", str(ws), "--base-url", url, "--limit", "20", "-n", "2", "--run", "another")
+        assert "40 samples were already answered in another run" in " ".join(told.stdout.split())
     keys = server_keys(log)
     assert len(keys) == len(set(keys)) == 60
 

@@ -377,6 +377,8 @@ def _summary(run: Run, plan: Plan, invocation: Invocation, budget: Budget, backe
         "prompt": run.prompt_name, "prompt_hash": run.prompt_hash,
         "planned": plan.total, "already_done": plan.done, "completed": invocation.completed,
         "failed": invocation.failed, "missing": missing, "stop_reason": budget.exhausted,
+        # Keys are global: a request another run already answered is not sent again, nor stored twice.
+        "answered_elsewhere": max(0, plan.done + invocation.completed - stored["samples"]),
         "requests": backend.stats.requests if backend else 0,
         "retries": dict(backend.stats.retries) if backend else {},
         "failures": invocation.failures,
@@ -415,6 +417,10 @@ def print_summary(s: dict[str, Any]) -> None:
         console.print(f"[yellow]stopped: {s['stop_reason']}; run the same command again to continue[/]")
     if s["failed"]:
         console.print(f"[yellow]{s['failed']} samples failed after retries; run the same command again to retry them[/]")
+    if s["answered_elsewhere"]:
+        console.print(f"[yellow]{s['answered_elsewhere']:,} samples were already answered in another run (same model, prompt and "
+                      f"sampling give the same request key, sent once per store); to draw new ones, change the "
+                      f"backend's seed or sampling[/]")
 
 
 def show_prompt(ws: Workspace, role: Role, config: BackendConfig, source: str | None) -> None:
