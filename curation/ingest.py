@@ -7,6 +7,7 @@ label mapping, hashing, de-duplication and the anti-join against pairs already i
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import html
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from curation.jsonl import json_objects
 from curation.store import Store
 from schemas.config import ColumnMap, SourceConfig
 from schemas.errors import CotgenError
@@ -244,8 +246,17 @@ def stage_to_parquet(path: Path, fmt: str, columns: ColumnMap, encoding: str, st
     except CotgenError:
         raise
     except (pl.exceptions.PolarsError, OSError) as e:
+        if fmt == "jsonl":
+            _locate_bad_json_line(path_to_read, path)
         raise _explain_polars(path, e, fmt) from None
     return staging
+
+
+def _locate_bad_json_line(path: Path, shown: Path) -> None:
+    """Raise the error naming the first malformed line: polars' own message names no line."""
+    with contextlib.suppress(UnicodeDecodeError):
+        for _ in json_objects(path, shown):
+            pass
 
 
 def _prepare_label_tables(store: Store, scheme: LabelScheme) -> None:

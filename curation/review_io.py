@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ConfigDict, ValidationError
 
+from curation.jsonl import json_objects
 from curation.review_log import (
     check_annotator,
     flush_into,
@@ -67,20 +68,11 @@ def read_records(path: Path) -> list[tuple[int, ImportRecord]]:
     if not path.is_file():
         raise CotgenError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CotgenError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(data, dict):
-                raise CotgenError(f"{path}:{n}: expected a JSON object, got {type(data).__name__}")
-            try:
-                out.append((n, ImportRecord.model_validate(data)))
-            except ValidationError as e:
-                raise CotgenError(f"{path}:{n}: {_loc(e)}") from None
+    for n, data in json_objects(path):
+        try:
+            out.append((n, ImportRecord.model_validate(data)))
+        except ValidationError as e:
+            raise CotgenError(f"{path}:{n}: {_loc(e)}") from None
     if not out:
         raise CotgenError(f"{path}: no records")
     return out
@@ -235,14 +227,10 @@ def read_gold(path: Path) -> list[tuple[str, str, str]]:
         raise CotgenError(f"{path}: no such file")
     rows = []
     if path.suffix == ".jsonl":
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-                rows.append((str(data["pair_id"]), str(data["label"]), str(data.get("note", ""))))
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise CotgenError(f"{path}:{n}: expected {{\"pair_id\": ..., \"label\": ...}} ({e})") from None
+        for n, data in json_objects(path):
+            if "pair_id" not in data or "label" not in data:
+                raise CotgenError(f"{path}:{n}: expected {{\"pair_id\": ..., \"label\": ...}}")
+            rows.append((str(data["pair_id"]), str(data["label"]), str(data.get("note", ""))))
         return rows
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)

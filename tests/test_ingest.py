@@ -130,6 +130,9 @@ BAD_INPUTS = [
     ("truncated.csv", b"query,title,label\nred shoe,Red Shoe,L4\nblue hat,Blue", "truncated.csv:3: label: missing value"),
     ("unclosed.csv", b'query,title,label\nred shoe,Red Shoe,L4\nblue hat,"Blue Hat', "malformed CSV"),
     ("missing_title.csv", b"query,title,label\nred shoe,,L4\n", "missing_title.csv:2: title: missing value"),
+    ("truncated.jsonl", b'{"query": "mug", "title": "Mug", "label": "L4"}\n\n{"query": "hat", "title": \n',
+     "truncated.jsonl:3: not valid JSON (Expecting value at column 26)"),
+    ("list.jsonl", b'{"query": "mug", "title": "Mug", "label": "L4"}\n["hat"]\n', "list.jsonl:2: expected a JSON object"),
 ]
 
 
