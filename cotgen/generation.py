@@ -141,6 +141,7 @@ class Parser:
 
 
 _DONE = object()
+WORKER_JOIN_S = 10.0  # backends notice `stop` within a token or a request; a stuck one is not waited for
 
 
 @dataclass
@@ -185,3 +186,6 @@ def generate(backend: Backend, plan: Plan, parser: Parser, budget: Budget, stop:
             yield Result(item, prompt, parser.sample(item, prompt.pair) if item.ok else None)
     finally:
         stop.set()
+        # Let the backend leave native code (a torch generate call) before the interpreter can exit:
+        # a daemon thread still inside it when the process ends aborts it ("terminate called ...").
+        worker.join(timeout=WORKER_JOIN_S)

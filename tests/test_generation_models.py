@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers_generation import configure, crowdflower_workspace, transformers_server
 
+from cotgen.backends.base import Job, Outcome, SamplingParams
+from cotgen.backends.transformers import TransformersBackend
 from cotgen.prompting import json_keys
 from curation.store import Store
 from schemas.answer import parse_answer
@@ -113,3 +116,32 @@ def test_structured_answers_from_a_local_model_are_valid_json(ws: Path) -> None:
         assert answer["label"] in scheme.ids and (status, label) == ("ok", answer["label"])
         assert all(isinstance(v, str) for v in answer.values())
         assert 0 < tokens_out <= 5 * 16 + 3, "each of the five steps keeps to its share of max_tokens"
+
+
+class StopAfter(threading.Event):
+    """A stop signal that arrives on its `checks`-th look: Ctrl-C in the middle of a batch, without sleeps."""
+
+    def __init__(self, checks: int):
+        super().__init__()
+        self.checks, self.looks = checks, 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        if self.looks >= self.checks:
+            self.set()
+        return super().is_set()
+
+
+@pytest.mark.parametrize("structured", [False, True], ids=["free-text", "structured"])
+def test_stop_cuts_a_local_generate_short_and_keeps_nothing_half_written(smollm2_path: str, structured: bool) -> None:
+    """The torch generate call ends within a token of the stop (so Ctrl-C exits at once) and emits nothing."""
+    schema = {"type": "object", "properties": {"steps": {"type": "string"}, "label": {"enum": ["L1", "L4"]}}}
+    params = SamplingParams(max_tokens=1500, temperature=0.0, json_schema=schema if structured else None)
+    job = Job(pair_id="p0", messages=({"role": "user", "content": "Count from 1 to 1000, one number per line."},),
+              params=params, samples=((0, "a0"), (1, "a1")))
+    backend = TransformersBackend("smollm2", smollm2_path, batch_size=2, threads=1)
+    out: list[Outcome] = []
+    stop = StopAfter(checks=3)
+    backend.run(iter([job]), out.append, stop)
+    assert out == [], "a batch cut short is not emitted: its answers are incomplete"
+    assert stop.looks < 10, "generation looked at the stop signal token by token and ended there"

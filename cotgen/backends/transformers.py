@@ -31,6 +31,18 @@ class _Row:
     key: str
 
 
+def _stopping_on(stop: threading.Event) -> Any:
+    """Stopping criteria that end a `generate` call within one token once `stop` is set (Ctrl-C, SIGTERM)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopOnEvent(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopOnEvent()])
+
+
 class TransformersBackend(Backend):
     name = "transformers"
 
@@ -51,8 +63,11 @@ class TransformersBackend(Backend):
         self.lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
         self._prefix: list[int] = []
         self._prefix_cache = None
+        self._stop = threading.Event()
+        self._stopping = _stopping_on(self._stop)
 
     def run(self, jobs: Iterator[Job], emit: Emit, stop: threading.Event) -> None:
+        self._stop, self._stopping = stop, _stopping_on(stop)
         rows: list[_Row] = []
         for job in jobs:
             if rows and rows[0].job.params != job.params:
@@ -63,11 +78,12 @@ class TransformersBackend(Backend):
                 self._generate(rows[: self.batch_size], emit)
                 rows = rows[self.batch_size:]
             if stop.is_set():
-                break
+                return
         if rows:
             self._generate(rows, emit)
 
     def _generate(self, rows: list[_Row], emit: Emit) -> None:
+        """One batch; nothing is emitted when `stop` cut it short (its answers are incomplete)."""
         torch = self.torch
         params = rows[0].job.params
         texts = [self.tokenizer.apply_chat_template(list(r.job.messages), tokenize=False, add_generation_prompt=True)
@@ -83,8 +99,10 @@ class TransformersBackend(Backend):
             out = self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, **cache_kwargs(cache),
                                    **self._sampling(params), max_new_tokens=params.max_tokens,
                                    pad_token_id=self.tokenizer.pad_token_id, return_dict_in_generate=True,
-                                   output_logits=bool(params.top_logprobs))
+                                   output_logits=bool(params.top_logprobs), stopping_criteria=self._stopping)
         latency = time.perf_counter() - started
+        if self._stop.is_set():
+            return
         eos = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         self.stats.count_request()
         for i, row in enumerate(rows):
@@ -103,9 +121,12 @@ class TransformersBackend(Backend):
     def _generate_json(self, rows: list[_Row], prompts: list[list[int]], params: SamplingParams, input_ids: Any,
                        attention_mask: Any, cache: Any, emit: Emit) -> None:
         started = time.perf_counter()
-        decoder = FieldDecoder(self.lm, self.tokenizer, self.torch, self._sampling(params))
+        decoder = FieldDecoder(self.lm, self.tokenizer, self.torch,
+                               {**self._sampling(params), "stopping_criteria": self._stopping})
         decoded = decoder.decode(params.json_schema, input_ids, attention_mask, cache, params.max_tokens)
         latency = time.perf_counter() - started
+        if self._stop.is_set():
+            return
         self.stats.count_request()
         for row, prompt, answer in zip(rows, prompts, decoded, strict=True):
             emit(Outcome(job=row.job, sample_index=row.sample_index, key=row.key, text=answer.text(),

@@ -39,7 +39,7 @@ class VLLMBackend(Backend):
                 self._generate(chunk, emit)
                 chunk = []
             if stop.is_set():
-                break
+                return
         if chunk:
             self._generate(chunk, emit)
 
