@@ -40,6 +40,28 @@ def test_help_lists_every_area(cli):
         assert command in out
 
 
+def _all_commands(command, path=()):
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _all_commands(sub, (*path, name))
+
+
+def test_help_texts_survive_rich_markup(cli):
+    """Rich reads "[word]" in help as a style tag and drops it; literal brackets must be escaped as "\\["."""
+    import re
+
+    import typer
+
+    from cotgen.cli import app
+
+    for path, command in _all_commands(typer.main.get_command(app)):
+        for param in command.params:
+            text = getattr(param, "help", None) or ""
+            assert not re.search(r"(?<!\\)\[[^\]\s]*\]", text), f"cotgen {' '.join(path)} {param.name}: {text}"
+    out = " ".join(cli("train", "sft", "--help").stdout.split())
+    assert "NAME[@vK]" in out and "[training].model" in out
+
+
 def test_bundled_models_resolve_offline(smollm2_path):
     assert (Path(smollm2_path) / "config.json").exists()
     assert "quantization_config" not in json.loads((Path(smollm2_path) / "config.json").read_text())

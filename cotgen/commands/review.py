@@ -430,7 +430,7 @@ def export_command(
 
 @app.command("gold")
 def gold_command(
-    path: Annotated[Path, typer.Argument(help="CSV (pair_id,label[,note]) or JSONL of pairs with a trusted label.")],
+    path: Annotated[Path, typer.Argument(help="CSV (pair_id,label\\[,note]) or JSONL of pairs with a trusted label.")],
     added_by: Annotated[str, typer.Option("--by", help="Who vouches for these labels.")] = "",
     workspace: WorkspaceOpt = Path("."),
     as_json: JsonOpt = False,

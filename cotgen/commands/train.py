@@ -22,8 +22,8 @@ app = typer.Typer(no_args_is_help=True, help="Train on an exported dataset versi
 
 CONFIGS: dict[str, type[TrainConfig]] = {"sft": SFTTrainConfig, "dpo": DPOTrainConfig, "grpo": GRPOTrainConfig}
 
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Exported dataset NAME[@vK] (default: the latest version).")]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Base model: bundled:NAME, a local path or a run directory (default: [training].model, else [policy].model).")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Exported dataset NAME\\[@vK] (default: the latest version).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Base model: bundled:NAME, a local path or a run directory (default: \\[training].model, else \\[policy].model).")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Run directory, relative to the workspace (default: runs/NAME-KIND).")]
 MaxStepsOpt = Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimiser steps (overrides epochs).")]
 LoraOpt = Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (peft); the output holds the merged model and adapter/.")]
@@ -169,12 +169,12 @@ def print_eval(result: Any, paths: dict[str, str]) -> None:
 
 def eval_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Model to evaluate: a run directory, a local path or bundled:NAME.")],
-    dataset: Annotated[str, typer.Option("--dataset", "-d", help="NAME[@vK][:split] (default split: test).")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="NAME\\[@vK]\\[:split] (default split: test).")],
     mode: Annotated[str | None, typer.Option("--mode", help="generate | label-prob (default: label-prob for label_first exports, else generate).")] = None,
     cumpt: Annotated[bool, typer.Option("--cumpt", help="Calibrate the CumPT threshold on validation and report tiers.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N rows of each split.", min=1)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per forward pass.", min=1)] = 8,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Generate mode: answer length cap (default: [training].max_new_tokens).", min=1)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Generate mode: answer length cap (default: \\[training].max_new_tokens).", min=1)] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Report directory (default: runs/eval/MODEL-DATASET-vK-SPLIT).")] = None,
     workspace: WorkspaceOpt = Path("."),
     as_json: JsonOpt = False,
