@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,11 @@ def test_resume_continues_from_the_last_checkpoint(ws: Workspace, sft_run: dict)
     out = Path(sft_run["output_dir"])
     version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
     cfg = SFTTrainConfig(max_steps=2, batch_size=2, grad_accum=1, max_length=160, save_steps=100)
+    half_saved = out / "checkpoint-5"  # what a kill during a checkpoint save leaves: weights, no trainer state
+    half_saved.mkdir()
+    shutil.copy(out / "checkpoint-1" / "config.json", half_saved / "config.json")
     result = train_sft(version, "bundled:smollm2-135m-instruct", out, cfg)
-    assert result.resumed_from == str(out / "checkpoint-1")
+    assert result.resumed_from == str(out / "checkpoint-1"), "a checkpoint without its trainer state is passed over"
     assert result.global_step == 2
     manifest = json.loads((out / "run_manifest.json").read_text())
     assert manifest["global_step"] == 2 and manifest["resumed_from"].endswith("checkpoint-1")

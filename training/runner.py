@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl.trainer.callbacks import RichProgressCallback
 
 from schemas.errors import CotgenError
@@ -115,6 +116,14 @@ def _save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, output_dir
         tokenizer.save_pretrained(output_dir)
 
 
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing (it writes the trainer state last); get_last_checkpoint
+    would pick one killed mid-save, which cannot resume."""
+    steps = {int(p.name.rsplit("-", 1)[1]): p for p in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+             if p.name.rsplit("-", 1)[1].isdigit() and (p / TRAINER_STATE_NAME).is_file()}
+    return str(steps[max(steps)]) if steps else None
+
+
 BuildTrainer = Callable[[str, PreTrainedTokenizerBase, Any], Trainer]
 
 
@@ -149,7 +158,7 @@ def run_training(kind: str, version: ExportedVersion, model_ref: str, output_dir
         trainer.add_callback(RichProgressCallback())
     if cfg.time_budget_s:
         trainer.add_callback(TimeBudget(cfg.time_budget_s))
-    resume = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    resume = last_complete_checkpoint(output_dir)
     output = trainer.train(resume_from_checkpoint=resume)
     _save_final(trainer, tokenizer, output_dir, cfg.lora)
     metrics = {k: float(v) for k, v in output.metrics.items() if isinstance(v, int | float)}
