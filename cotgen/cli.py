@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import duckdb
@@ -41,8 +42,14 @@ def _offline_by_default() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     _offline_by_default()
+    # SIGTERM (a scheduler, `timeout`, `kill`) ends any command the way Ctrl-C does: what finished is kept.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         # Without standalone mode, Typer returns (not raises) a command's exit code, Ctrl-C included.
         code = app(standalone_mode=False)

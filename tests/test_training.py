@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,7 @@ from training.data import open_version
 from training.evaluate import eval_rows
 from training.metrics import scheme_metrics
 
-from conftest import run_cli
+from conftest import COTGEN, ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 TINY = ["--set", "batch_size=2", "--set", "grad_accum=1", "--set", "max_length=160", "--set", "save_steps=1",
@@ -99,6 +102,23 @@ def test_resume_continues_from_the_last_checkpoint(ws: Workspace, sft_run: dict)
     other = dataclasses.replace(version, manifest={**version.manifest, "content_hash": "0" * 64})
     with pytest.raises(CotgenError, match="would mix runs"):
         train_sft(other, "bundled:smollm2-135m-instruct", out, cfg)
+
+
+def test_sigterm_stops_training_like_ctrl_c_and_the_rerun_resumes(ws: Workspace) -> None:
+    args = ["train", "sft", "--dataset", "relevance", "--max-steps", "50", "--output", "runs/stopped", *TINY,
+            "-w", str(ws.root), "--json"]
+    out = ws.root / "runs" / "stopped"
+    proc = subprocess.Popen([*COTGEN, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint-1" / "trainer_state.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted: what was finished is saved" in err and "Traceback" not in err
+    done = [int(p.parent.name.split("-")[1]) for p in out.glob("checkpoint-*/trainer_state.json")]
+    assert done and max(done) < 50, "stopped part-way, with complete checkpoints kept"
+    again = json.loads(run_cli(*[a if a != "50" else str(max(done) + 1) for a in args]).stdout)
+    assert again["resumed_from"] == str(out / f"checkpoint-{max(done)}") and again["global_step"] == max(done) + 1
 
 
 def test_eval_cli_label_prob_with_cumpt(ws: Workspace, sft_run: dict) -> None:
