@@ -13,7 +13,7 @@ from typing import Literal
 import jinja2
 
 from schemas.answer import STEP_TITLES, AnswerOrder
-from schemas.errors import CotgenError
+from schemas.errors import CotgenError, require_file
 from schemas.labels import LabelScheme
 from schemas.pair import Pair
 from schemas.rule import Rule
@@ -83,8 +83,7 @@ def load_prompt(role: Role, ref: str = "latest") -> Prompt:
     """A shipped prompt ("latest" or "v2") or a template file of your own (a path to a .j2 file)."""
     if ref.endswith(".j2") or "/" in ref:
         path = Path(ref).expanduser()
-        if not path.is_file():
-            raise CotgenError(f"prompt template {path} does not exist")
+        require_file(path, " (a prompt template)")
         prompt = Prompt(name=f"{role}:{path.name}", text=path.read_text(encoding="utf-8"))
     else:
         versions = shipped_prompts().get(role, [])

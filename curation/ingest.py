@@ -20,7 +20,7 @@ import polars as pl
 from curation.jsonl import json_objects
 from curation.store import Store
 from schemas.config import ColumnMap, SourceConfig
-from schemas.errors import CotgenError
+from schemas.errors import CotgenError, require_file
 from schemas.labels import LabelScheme
 
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -183,7 +183,8 @@ def _explain_polars(path: Path, err: Exception, fmt: str) -> CotgenError:
         return CotgenError(f"{path}: not valid UTF-8 ({msg}); pass --encoding with the file's encoding, e.g. latin-1")
     if isinstance(err, pl.exceptions.NoDataError) or "empty" in msg.lower():
         return CotgenError(f"{path}: the file is empty")
-    return CotgenError(f"{path}: malformed {fmt.upper()} (a truncated line or an unclosed quote?): {msg}")
+    hint = "" if fmt == "parquet" else " (a truncated line or an unclosed quote?)"
+    return CotgenError(f"{path}: malformed {fmt.upper()}{hint}: {msg}")
 
 
 def _sql_literal(text: str) -> str:
@@ -288,8 +289,7 @@ def ingest(store: Store, source: SourceConfig, scheme: LabelScheme, *, skip_bad:
            rejects_dir: Path | None = None) -> IngestReport:
     """Validate and add one source file's pairs; all or nothing unless skip_bad sends bad rows aside."""
     path = Path(source.path)
-    if not path.is_file():
-        raise CotgenError(f"{path}: no such file")
+    require_file(path)
     if path.stat().st_size == 0:
         raise CotgenError(f"{path}: the file is empty")
     fmt = detect_format(path, source.format)

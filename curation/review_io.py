@@ -26,7 +26,7 @@ from curation.review_log import (
 )
 from curation.store import Store, StoreBusy
 from schemas.answer import parse_answer, render_answer
-from schemas.errors import CotgenError
+from schemas.errors import CotgenError, require_file
 from schemas.labels import LabelScheme
 from schemas.review import Review
 from schemas.workspace import Workspace
@@ -65,8 +65,7 @@ def _loc(err: ValidationError) -> str:
 
 def read_records(path: Path) -> list[tuple[int, ImportRecord]]:
     """(line number, record) for every non-blank line; the first malformed line is a one-line error."""
-    if not path.is_file():
-        raise CotgenError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
+    require_file(path)
     out = []
     for n, data in json_objects(path):
         try:
@@ -223,8 +222,7 @@ def export_reviews(store: Store, live_only: bool = False) -> list[dict]:
 
 def read_gold(path: Path) -> list[tuple[str, str, str]]:
     """(pair_id, label, note) rows from a CSV with a header or a JSONL file."""
-    if not path.is_file():
-        raise CotgenError(f"{path}: no such file")
+    require_file(path)
     rows = []
     if path.suffix == ".jsonl":
         for n, data in json_objects(path):

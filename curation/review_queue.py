@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from curation.store import Store
 from schemas.config import ReviewConfig
-from schemas.errors import CotgenError
+from schemas.errors import CotgenError, require_file
 from schemas.sample import Step
 
 QUEUE_KINDS = ("disagreements", "hard", "parse-failures", "contradictions", "random")
@@ -163,8 +163,7 @@ class QueueSpec:
 
 
 def _read_ids(path: Path) -> tuple[str, ...]:
-    if not path.is_file():
-        raise CotgenError(f"{path}: no such file (queue ids:FILE wants one sample or pair id per line)")
+    require_file(path, " (queue ids:FILE wants one sample or pair id per line)")
     ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     return tuple(i for i in ids if i and not i.startswith("#"))
 

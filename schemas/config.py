@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.errors import CotgenError
+from schemas.errors import CotgenError, require_file
 from schemas.labels import BUILTIN_SCHEMES, LabelScheme, resolve_scheme
 
 if sys.version_info >= (3, 11):
@@ -278,6 +278,5 @@ def parse_config(text: str, origin: str = CONFIG_FILE) -> CotgenConfig:
 
 
 def load_config(path: Path) -> CotgenConfig:
-    if not path.is_file():
-        raise CotgenError(f"{path}: no such file; run `cotgen init` to create a workspace")
+    require_file(path, "; run `cotgen init` to create a workspace")
     return parse_config(path.read_text(encoding="utf-8"), origin=str(path))

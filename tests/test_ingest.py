@@ -148,6 +148,14 @@ def test_bad_input_is_one_clear_line_and_store_unchanged(ws, name, data, message
     assert store_rows(ws, "SELECT count(*) FROM ingests") == [(1,)]
 
 
+def test_a_path_that_is_no_file_is_named(ws):
+    for path, message in ((ws, "a directory, not a file"), (ws / "nope.csv", "no such file")):
+        proc = run_cli("ingest", "-w", str(ws), str(path), check=False)
+        assert proc.returncode == 2 and proc.stderr.strip() == f"error: {path}: {message}"
+    proc = run_cli("ingest", "-w", str(ws), str(write(ws / "bad.parquet", b"not parquet at all")), check=False)
+    assert proc.returncode == 2 and "bad.parquet: malformed PARQUET: " in proc.stderr and "quote" not in proc.stderr
+
+
 def test_wrong_encoding_fixed_by_flag(ws):
     path = write(ws / "latin1.csv", "query,title,label\ncaf\u00e9 cup,Caf\u00e9 Mug,L4\n".encode("latin-1"))
     [report] = ingest_json(ws, str(path), "--encoding", "latin-1")
