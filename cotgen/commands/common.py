@@ -1,16 +1,18 @@
-"""What every command shares: the workspace option, --json output, one-line errors."""
+"""What every command shares: the workspace option, --json output, config overrides, one-line errors."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from schemas.errors import CotgenError
 from schemas.workspace import Workspace
 
 console = Console()
@@ -21,6 +23,8 @@ WorkspaceOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 
+M = TypeVar("M", bound=BaseModel)
+
 
 def open_workspace(path: Path) -> Workspace:
     return Workspace.open(path)
@@ -28,6 +32,17 @@ def open_workspace(path: Path) -> Workspace:
 
 def emit_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def merge_overrides(section: M, where: str, **overrides: Any) -> M:
+    """`section` with the command-line values that were given (None means not given), validated as a whole."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return type(section).model_validate({**section.model_dump(), **given})
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise CotgenError(f"{where}: {field}: {err['msg']}") from None
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:

@@ -99,3 +99,18 @@ def status_command(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False
     console.print(table("reviews", ["annotator", "decisions"], [[r["annotator"], r["decisions"]] for r in status["reviews"]]))
     console.print(table("datasets", ["name", "version", "hash"],
                         [[r["name"], f"v{r['version']}", r["content_hash"][:12]] for r in status["datasets"]]))
+
+
+class IngestStage:
+    name = "ingest"
+
+    def run(self, ws: Workspace) -> dict:
+        if not ws.config.sources:
+            raise CotgenError("stage ingest: no [[sources]] in cotgen.toml")
+        reports = ingest_sources(ws, ws.config.sources, skip_bad=False)
+        for r in reports:
+            print_report(r)
+        return {"added": sum(r.added for r in reports), "sources": len(reports)}
+
+
+STAGES = [IngestStage()]

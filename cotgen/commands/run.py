@@ -1,38 +1,44 @@
-"""`cotgen run`: the configured pipeline, stage by stage."""
+"""`cotgen run`: the configured pipeline, stage by stage; stages live in cotgen.app, rendering here."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from cotgen.commands import curate, generate, index, review, train
+from cotgen.app.pipeline import stages
+from cotgen.commands import curate, generate, index, ingest, review, train
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, open_workspace
-from cotgen.commands.ingest import ingest_sources, print_report
-from cotgen.pipeline import Stage
+from cotgen.commands.progress import ProgressDisplay
 from schemas.errors import CotgenError
-from schemas.workspace import Workspace
+
+# How each stage's result is shown; a stage with no entry shows nothing but its JSON line.
+RENDERERS: dict[str, Callable[[Any], None]] = {}
 
 
-class IngestStage:
-    name = "ingest"
+class _LegacyStage:
+    """TRANSITIONAL: a stage still defined in a command module (takes only the workspace, prints itself)."""
 
-    def run(self, ws: Workspace) -> dict[str, Any]:
-        if not ws.config.sources:
-            raise CotgenError("stage ingest: no [[sources]] in cotgen.toml")
-        reports = ingest_sources(ws, ws.config.sources, skip_bad=False)
-        for r in reports:
-            print_report(r)
-        return {"added": sum(r.added for r in reports), "sources": len(reports)}
+    def __init__(self, stage: Any):
+        self.stage = stage
+        self.name = stage.name
+
+    def run(self, ws: Any, report: Any) -> Any:
+        result = self.stage.run(ws)
+        return type("LegacyResult", (), {"to_dict": lambda self: result})()
 
 
-STAGES: dict[str, Stage] = {
-    s.name: s
-    for s in [IngestStage(), *index.STAGES, *generate.STAGES, *curate.STAGES, *review.STAGES, *train.STAGES]
-}
+def _all_stages() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for module in (ingest, index, generate, curate, review, train):
+        for s in getattr(module, "STAGES", ()):
+            found[s.name] = _LegacyStage(s)
+    found.update(stages())
+    return found
 
 
 def run_command(
@@ -45,14 +51,19 @@ def run_command(
     if as_json:
         # Stage tables go to stderr so stdout holds only the JSON summary.
         console.file = sys.stderr
+    known = _all_stages()
     names = only or ws.config.pipeline.stages
-    unknown = [n for n in names if n not in STAGES]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise CotgenError(f"pipeline.stages: unknown stage {', '.join(unknown)} (available: {', '.join(STAGES)})")
+        raise CotgenError(f"pipeline.stages: unknown stage {', '.join(unknown)} (available: {', '.join(known)})")
     results = {}
     for name in names:
         console.rule(f"[bold]{name}")
         started = time.monotonic()
-        results[name] = {**STAGES[name].run(ws), "seconds": round(time.monotonic() - started, 2)}
+        with ProgressDisplay(quiet=as_json) as display:
+            result = known[name].run(ws, display)
+        if name in RENDERERS:
+            RENDERERS[name](result)
+        results[name] = {**result.to_dict(), "seconds": round(time.monotonic() - started, 2)}
     if as_json:
         emit_json(results)
