@@ -9,7 +9,7 @@ from typing import Any
 
 import duckdb
 
-from curation.stats import load_queries
+from curation.queries import sql
 from curation.store import Store
 from schemas.datasets import DatasetRef
 from schemas.errors import CotgenError
@@ -18,9 +18,6 @@ MANIFEST = "manifest.json"
 SPLITS_FILE = "splits.parquet"
 CHANGES = ("added", "removed", "changed", "unchanged")
 
-
-def query(name: str) -> str:
-    return load_queries("datasets.sql")[name]
 
 
 def version_dirs(datasets_dir: Path, name: str) -> list[Path]:
@@ -58,7 +55,7 @@ def _created_at(manifest: dict[str, Any]) -> datetime:
 def register_versions(store: Store, datasets_dir: Path, name: str) -> list[int]:
     """Insert the versions of `name` on disk that dataset_versions lacks (the disk is the truth: a version
     is published by its rename, so an export stopped before registering is caught up here)."""
-    known = {v for (v,) in store.rows(query("registered"), {"name": name})}
+    known = {v for (v,) in store.rows(sql("datasets.registered"), {"name": name})}
     added = []
     with store.transaction() as con:
         for path in version_dirs(datasets_dir, name):
@@ -66,7 +63,7 @@ def register_versions(store: Store, datasets_dir: Path, name: str) -> list[int]:
             if version in known:
                 continue
             manifest = read_manifest(path)
-            con.execute(query("register"), {
+            con.execute(sql("datasets.register"), {
                 "name": name, "version": version, "content_hash": manifest.get("content_hash", ""),
                 "parent": manifest.get("parent"), "path": str(path.relative_to(datasets_dir.parent)),
                 "manifest": json.dumps(manifest, default=str), "created_at": _created_at(manifest),
@@ -90,7 +87,7 @@ def list_versions(datasets_dir: Path, store: Store | None = None) -> list[dict[s
     """Every published version on disk; `registered` says whether dataset_versions has it (None: no store)."""
     out = []
     for name in dataset_names(datasets_dir):
-        known = {v for (v,) in store.rows(query("registered"), {"name": name})} if store else None
+        known = {v for (v,) in store.rows(sql("datasets.registered"), {"name": name})} if store else None
         for path in version_dirs(datasets_dir, name):
             out.append(_summary(path, read_manifest(path), None if known is None else int(path.name[1:]) in known))
     return out
@@ -117,11 +114,11 @@ def diff_versions(datasets_dir: Path, name: str, a: int, b: int, examples: int =
             for side, v in (("digests_a", a), ("digests_b", b)):
                 files = _parquet_files(dirs[v], kind)
                 if files:
-                    con.execute(query("digests").format(table=side), {"files": files})
+                    con.execute(sql("datasets.digests").format(table=side), {"files": files})
                 else:
-                    con.execute(query("empty_digests").format(table=side))
+                    con.execute(sql("datasets.empty_digests").format(table=side))
             result = {c: {"pairs": 0, "examples": []} for c in CHANGES}
-            for change, pairs, sample in con.execute(query("diff"), {"examples": examples}).fetchall():
+            for change, pairs, sample in con.execute(sql("datasets.diff"), {"examples": examples}).fetchall():
                 result[change] = {"pairs": int(pairs), "examples": list(sample)}
             out[kind] = result
         return {"name": name, "from": a, "to": b, "kinds": out}

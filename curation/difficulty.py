@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from curation.stats import RunInfo, RunStats, compute_pair_counts, load_queries, run_stats
+from curation.queries import sql
+from curation.stats import RunInfo, RunStats, compute_pair_counts, run_stats
 from curation.store import Store
 from schemas.config import DifficultyBins
 
@@ -25,32 +26,30 @@ def store_difficulty(store: Store, runs: list[RunInfo], bins: DifficultyBins,
     if not runs:
         return {}
     run_ids = [r.run_id for r in runs]
-    sql = load_queries("difficulty.sql")
     if recount:
         compute_pair_counts(store, run_ids)
     inputs = {r.run_id: fingerprint(store, r.run_id) for r in runs}
     with store.transaction() as con:
-        con.execute(sql["delete"], {"runs": run_ids})
+        con.execute(sql("difficulty.delete"), {"runs": run_ids})
         for run_id in run_ids:
-            con.execute(sql["insert"], {"run": run_id, "inputs": inputs[run_id], "gamma": bins.gamma, "easy": bins.easy})
+            con.execute(sql("difficulty.insert"), {"run": run_id, "inputs": inputs[run_id], "gamma": bins.gamma, "easy": bins.easy})
     summary: dict[str, dict[str, int]] = {r.name: dict.fromkeys(BINS, 0) for r in runs}
-    for _run_id, name, difficulty, pairs in store.rows(sql["summary"], {"runs": run_ids}):
+    for _run_id, name, difficulty, pairs in store.rows(sql("difficulty.summary"), {"runs": run_ids}):
         summary[name][difficulty] = int(pairs)
     return summary
 
 
 def fingerprint(store: Store, run_id: str) -> str:
-    return store.scalar(load_queries("difficulty.sql")["fingerprint"], {"run": run_id})
+    return store.scalar(sql("difficulty.fingerprint"), {"run": run_id})
 
 
 def load_current_counts(store: Store, run_id: str, bins: DifficultyBins) -> bool:
     """Fill temp pair_counts (run_id, pair_id, n, c) from pair_difficulty when its rows for the run are
     current (same samples, reviews and bins); False when they are missing or stale."""
-    sql = load_queries("difficulty.sql")
-    if not store.scalar(sql["has_table"]):  # a store opened read-only before migration 004
+    if not store.scalar(sql("difficulty.has_table")):  # a store opened read-only before migration 004
         return False
     params = {"run": run_id, "inputs": fingerprint(store, run_id), "gamma": bins.gamma, "easy": bins.easy}
-    if not store.scalar(sql["current"], params):
+    if not store.scalar(sql("difficulty.current"), params):
         return False
-    store.con.execute(sql["reuse"], {"run": run_id})
+    store.con.execute(sql("difficulty.reuse"), {"run": run_id})
     return True

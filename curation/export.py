@@ -28,14 +28,13 @@ import pyarrow.parquet as pq
 
 from curation.datasets import MANIFEST, SPLITS_FILE, latest_version, read_manifest, register_versions
 from curation.export_card import render_card
+from curation.queries import sql
 from curation.select_dpo import select_dpo
 from curation.select_grpo import select_grpo
 from curation.select_sft import balance_sft_train, select_sft
 from curation.select_steps import select_steps
 from curation.selection import Embed, SelectionContext, open_selection, registered
 from curation.splits import assign_splits
-from curation.stats import load_queries
-from curation.stats import query as stats_query
 from curation.store import Store, open_store
 from schemas.answer import LABEL_LINE, STEP_TITLES, AnswerOrder
 from schemas.errors import CotgenError
@@ -63,9 +62,6 @@ FINAL_COLUMNS = {
 }
 MESSAGE_COLUMNS = ("completion", "chosen", "rejected")
 
-
-def query(name: str) -> str:
-    return load_queries("export.sql")[name]
 
 
 @dataclass
@@ -133,7 +129,7 @@ def _render_prompts(store: Store, render: RenderPrompt) -> pa.Table:
 
     Batches turn into Arrow as they go, so Python objects never hold more than one batch of prompts.
     """
-    pairs = store.con.sql(query("prompt_pairs")).to_arrow_table()
+    pairs = store.con.sql(sql("export.prompt_pairs")).to_arrow_table()
     ids, prompts = [], []
     for batch in pairs.to_batches(PROMPT_BATCH):
         ids.append(batch.column(0))
@@ -203,8 +199,8 @@ def select_rows(ws: Workspace, store: Store, kinds: list[str], order: AnswerOrde
     for kind in kinds:
         progress(f"selecting {kind}")
         selection[kind] = SELECTORS[kind](ctx)
-    store.con.execute(query("export_pairs").format(union=" UNION ALL ".join(f"SELECT pair_id FROM rows_{k}" for k in kinds)))
-    scheme_names = [name for name, _n in store.rows(query("schemes"))]
+    store.con.execute(sql("export.export_pairs").format(union=" UNION ALL ".join(f"SELECT pair_id FROM rows_{k}" for k in kinds)))
+    scheme_names = [name for name, _n in store.rows(sql("export.schemes"))]
     _check_schemes(ws, scheme_names)
     progress("splitting by query")
     splits = assign_splits(store, ws.config.curation.seed, ws.config.curation.split, previous_splits, version)
@@ -215,11 +211,11 @@ def select_rows(ws: Workspace, store: Store, kinds: list[str], order: AnswerOrde
     progress("assembling rows")
     tables, row_hashes = {}, {}
     with registered(store, "prompts", prompts):
-        store.con.execute(query("prompt_hashes"))
+        store.con.execute(sql("export.prompt_hashes"))
         for kind in kinds:
-            flat = store.con.sql(query(f"final_{kind}")).to_arrow_table()
+            flat = store.con.sql(sql(f"export.final_{kind}")).to_arrow_table()
             tables[kind], row_hashes[kind] = assemble(kind, flat, prompts), flat["row_hash"]
-    pass_at_k = {str(k): float(v) for _run, k, v, _pairs in store.rows(stats_query("run_pass_at_k"))}
+    pass_at_k = {str(k): float(v) for _run, k, v, _pairs in store.rows(sql("stats.run_pass_at_k"))}
     return Selected(tables=tables, row_hashes=row_hashes, selection=selection, splits=splits,
                     scheme_names=scheme_names, runs=[_run_record(r) for r in ctx.runs], pass_at_k=pass_at_k,
                     prompt_hash=digest(store.con.sql("SELECT prompt_hash FROM prompt_hashes").to_arrow_table()[0]),

@@ -7,13 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from curation.queries import sql
 from curation.selection import SelectionContext, render_teacher_answers
-from curation.selection import query as selection_query
-from curation.stats import load_queries
-
-
-def query(name: str) -> str:
-    return load_queries("dpo.sql")[name]
 
 
 def select_dpo(ctx: SelectionContext) -> dict[str, Any]:
@@ -21,19 +16,19 @@ def select_dpo(ctx: SelectionContext) -> dict[str, Any]:
     cur = ctx.curation
     con = ctx.store.con
     if cur.dpo_per_pair == 1:
-        con.execute(query("sides_one"))
+        con.execute(sql("dpo.sides_one"))
     else:
-        con.execute(query("sides"), {"cap": cur.dpo_per_pair})
-    con.execute(query("groups"))
-    con.execute(query("mixed"), {"cap": cur.dpo_per_pair})
+        con.execute(sql("dpo.sides"), {"cap": cur.dpo_per_pair})
+    con.execute(sql("dpo.groups"))
+    con.execute(sql("dpo.mixed"), {"cap": cur.dpo_per_pair})
     if cur.dpo_teacher_fallback:
-        con.execute(query("wanted"))
+        con.execute(sql("dpo.wanted"))
         render_teacher_answers(ctx, all_pairs=False)
-    con.execute(selection_query("best_teacher"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars})
+    con.execute(sql("selection.best_teacher"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars})
     if cur.dpo_teacher_fallback:
-        con.execute(query("teacher"), {"cap": cur.dpo_per_pair})
-    con.execute(query("rows"))
-    cases = {kind: int(n) for kind, n in ctx.store.rows(query("counts"))}
-    rows = {src: {"rows": int(r), "pairs": int(p)} for src, r, p in ctx.store.rows(query("row_counts"))}
+        con.execute(sql("dpo.teacher"), {"cap": cur.dpo_per_pair})
+    con.execute(sql("dpo.rows"))
+    cases = {kind: int(n) for kind, n in ctx.store.rows(sql("dpo.counts"))}
+    rows = {src: {"rows": int(r), "pairs": int(p)} for src, r, p in ctx.store.rows(sql("dpo.row_counts"))}
     return {"pairs_by_case": cases, "rows_by_chosen": rows,
             "rows": sum(v["rows"] for v in rows.values())}

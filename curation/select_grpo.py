@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from curation.queries import sql
 from curation.selection import SelectionContext, label_counts, label_cv
-from curation.stats import load_queries
-
-
-def query(name: str) -> str:
-    return load_queries("grpo.sql")[name]
 
 
 def select_grpo(ctx: SelectionContext) -> dict[str, Any]:
     """Fill rows_grpo; returns counts and the label distribution's coefficient of variation before and after."""
     cur = ctx.curation
-    ctx.store.con.execute(query("kept"), {"gamma": cur.difficulty.gamma})
-    ctx.store.con.execute(query("rows"), {"balance": cur.grpo_balance})
+    ctx.store.con.execute(sql("grpo.kept"), {"gamma": cur.difficulty.gamma})
+    ctx.store.con.execute(sql("grpo.rows"), {"balance": cur.grpo_balance})
     cv_before, _ = label_cv(ctx.store, "grpo_kept")
     cv_after, _ = label_cv(ctx.store, "rows_grpo")
     return {

@@ -6,14 +6,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from curation.queries import sql
 from curation.select_diversity import diverse
 from curation.selection import SelectionContext, registered, render_teacher_answers
-from curation.stats import load_queries
 from schemas.errors import CotgenError
-
-
-def query(name: str) -> str:
-    return load_queries("sft.sql")[name]
 
 
 def _near_duplicates(ctx: SelectionContext) -> list[str]:
@@ -23,7 +19,7 @@ def _near_duplicates(ctx: SelectionContext) -> list[str]:
         return []
     if ctx.embed is None:
         raise CotgenError("curation.diversity_threshold is set but no embedder was given to the selection")
-    rows = ctx.store.rows(query("pool_texts"))
+    rows = ctx.store.rows(sql("sft.pool_texts"))
     groups = [r[1] for r in rows] if ctx.curation.diversity_scope == "pair" else None
     keep = diverse([r[2] for r in rows], groups, ctx.embed, threshold)
     return [r[0] for r, k in zip(rows, keep, strict=True) if not k]
@@ -33,16 +29,16 @@ def select_sft(ctx: SelectionContext) -> dict[str, Any]:
     """Fill rows_sft; returns the selection's counts."""
     cur = ctx.curation
     render_teacher_answers(ctx, all_pairs=True)
-    ctx.store.con.execute(query("pool"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars})
+    ctx.store.con.execute(sql("sft.pool"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars})
     dropped = pa.table({"sample_id": pa.array(_near_duplicates(ctx), type=pa.string())})
     with registered(ctx.store, "dropped_arrow", dropped):
-        ctx.store.con.execute(query("create_dropped"))
-    ctx.store.con.execute(query("picked"), {"k": cur.sft_per_pair})
-    ctx.store.con.execute(query("rows"))
-    return ctx.store.query(query("counts"))[0]
+        ctx.store.con.execute(sql("sft.create_dropped"))
+    ctx.store.con.execute(sql("sft.picked"), {"k": cur.sft_per_pair})
+    ctx.store.con.execute(sql("sft.rows"))
+    return ctx.store.query(sql("sft.counts"))[0]
 
 
 def balance_sft_train(ctx: SelectionContext, train_split: str) -> dict[str, Any]:
     """Once splits are known (temp table split_of), apply curation.sft_balance to the training split only."""
-    ctx.store.con.execute(query("balance_train"), {"balance": ctx.curation.sft_balance, "train": train_split})
-    return ctx.store.query(query("counts"))[0]
+    ctx.store.con.execute(sql("sft.balance_train"), {"balance": ctx.curation.sft_balance, "train": train_split})
+    return ctx.store.query(sql("sft.counts"))[0]

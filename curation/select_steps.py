@@ -6,8 +6,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from curation.queries import sql
 from curation.selection import SelectionContext, registered, steps_from_json
-from curation.stats import load_queries
 from schemas.answer import STEP_TITLES
 from schemas.sample import Step
 
@@ -18,9 +18,6 @@ ROWS_SCHEMA = pa.schema([
     ("completions", pa.list_(pa.string())), ("labels", pa.list_(pa.bool_())), ("draw", pa.uint64()),
 ])
 
-
-def query(name: str) -> str:
-    return load_queries("steps.sql")[name]
 
 
 def step_line(position: int, step: Step) -> str:
@@ -41,7 +38,7 @@ def select_steps(ctx: SelectionContext) -> dict[str, Any]:
     """Fill rows_steps; returns how many marked samples became rows and how many lacked labels."""
     cols: dict[str, list] = {name: [] for name in ROWS_SCHEMA.names}
     incomplete = 0
-    candidates = ctx.store.rows(query("candidates"))
+    candidates = ctx.store.rows(sql("steps.candidates"))
     for sample_id, pair_id, query_id, gold, steps_json, decision, draw, marks in candidates:
         steps = steps_from_json(steps_json)
         labels = step_labels(len(steps), marks, decision) if steps else None
@@ -53,5 +50,5 @@ def select_steps(ctx: SelectionContext) -> dict[str, Any]:
                             ("labels", labels), ("draw", draw)):
             cols[name].append(value)
     with registered(ctx.store, "steps_arrow", pa.table(cols, schema=ROWS_SCHEMA)):
-        ctx.store.con.execute(query("create_rows"))
+        ctx.store.con.execute(sql("steps.create_rows"))
     return {"marked_samples": len(candidates), "incomplete": incomplete, "rows": len(cols["pair_id"])}

@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from curation.difficulty import load_current_counts
-from curation.stats import RunInfo, compute_pair_counts, install_macros, latest_run, load_queries, resolve_runs
+from curation.queries import sql
+from curation.stats import RunInfo, compute_pair_counts, install_macros, latest_run, resolve_runs
 from curation.store import Store
 from schemas.answer import AnswerOrder, parse_answer, render_answer, render_cot
 from schemas.config import CotgenConfig
@@ -24,9 +25,6 @@ from schemas.sample import Step
 Embed = Callable[[list[str]], np.ndarray]
 RENDER_BATCH = 50_000
 
-
-def query(name: str) -> str:
-    return load_queries("selection.sql")[name]
 
 
 @dataclass
@@ -70,8 +68,8 @@ def open_selection(store: Store, config: CotgenConfig, order: AnswerOrder, sourc
     # DuckDB needs much less memory when it may reorder.
     store.con.execute("SET preserve_insertion_order = false")
     install_macros(store)
-    store.con.execute(query("macros"))
-    store.con.execute(query("params"), {
+    store.con.execute(sql("selection.macros"))
+    store.con.execute(sql("selection.params"), {
         "seed": str(cur.seed), "sources": sources, "teacher_runs": [r.run_id for r in teachers],
         "policy_run": policy.run_id if policy else None, "curriculum": list(cur.curriculum),
     })
@@ -79,8 +77,8 @@ def open_selection(store: Store, config: CotgenConfig, order: AnswerOrder, sourc
     _create_views(store, [r.run_id for r in teachers], policy.run_id if policy else None)
     if policy is None or not load_current_counts(store, policy.run_id, cur.difficulty):
         compute_pair_counts(store, [policy.run_id] if policy else [])
-    store.con.execute(query("pair_stage"), {"gamma": cur.difficulty.gamma, "easy": cur.difficulty.easy})
-    store.con.execute(query("create_teacher_answers"))
+    store.con.execute(sql("selection.pair_stage"), {"gamma": cur.difficulty.gamma, "easy": cur.difficulty.easy})
+    store.con.execute(sql("selection.create_teacher_answers"))
     return ctx
 
 
@@ -94,7 +92,7 @@ def _create_views(store: Store, teacher_ids: list[str], policy_id: str | None) -
     policy = [policy_id] if policy_id else []
     for view, runs in (("eff_teacher", _runs_filter(teacher_ids)), ("eff_policy", _runs_filter(policy)),
                        ("eff", "true")):
-        store.con.execute(query("effective").format(view=view, runs=runs))
+        store.con.execute(sql("selection.effective").format(view=view, runs=runs))
 
 
 EDITS_SCHEMA = pa.schema([("sample_id", pa.string()), ("text", pa.string()), ("steps", pa.string()),
@@ -104,7 +102,7 @@ EDITS_SCHEMA = pa.schema([("sample_id", pa.string()), ("text", pa.string()), ("s
 def _load_edits(ctx: SelectionContext) -> None:
     """An edit is the annotator's full corrected answer: parse it like model output."""
     cols: dict[str, list] = {name: [] for name in EDITS_SCHEMA.names}
-    for sample_id, text, scheme in ctx.store.rows(query("edit_texts")):
+    for sample_id, text, scheme in ctx.store.rows(sql("selection.edit_texts")):
         parsed = parse_answer(text, ctx.config.scheme(scheme))
         for name, value in (("sample_id", sample_id), ("text", text),
                             ("steps", json.dumps([s.model_dump() for s in parsed.steps])),
@@ -112,7 +110,7 @@ def _load_edits(ctx: SelectionContext) -> None:
                             ("consistent", parsed.consistent)):
             cols[name].append(value)
     with registered(ctx.store, "edits_arrow", pa.table(cols, schema=EDITS_SCHEMA)):
-        ctx.store.con.execute(query("create_edits"))
+        ctx.store.con.execute(sql("selection.create_edits"))
 
 
 @contextmanager
@@ -149,7 +147,7 @@ def render_teacher_answers(ctx: SelectionContext, all_pairs: bool) -> int:
     The target is the gold label in the export's answer order with the teacher's steps: the same text
     whichever order the teacher wrote in. Returns how many answers were rendered.
     """
-    rows = ctx.store.rows(query("teacher_candidates"), {"all_pairs": all_pairs})
+    rows = ctx.store.rows(sql("selection.teacher_candidates"), {"all_pairs": all_pairs})
     for start in range(0, len(rows), RENDER_BATCH):
         cols: dict[str, list] = {name: [] for name in RENDERED_SCHEMA.names}
         for sample_id, pair_id, gold, decision, edited, draw, steps_json in rows[start:start + RENDER_BATCH]:
@@ -161,15 +159,15 @@ def render_teacher_answers(ctx: SelectionContext, all_pairs: bool) -> int:
                                 ("chars", len(completion))):
                 cols[name].append(value)
         with registered(ctx.store, "rendered_arrow", pa.table(cols, schema=RENDERED_SCHEMA)):
-            ctx.store.con.execute(query("insert_teacher_answers"))
+            ctx.store.con.execute(sql("selection.insert_teacher_answers"))
     return len(rows)
 
 
 def label_cv(store: Store, table: str) -> tuple[float, int]:
     """(coefficient of variation of the label counts, number of labels) of a temp table with `label`."""
-    cv, labels = store.one(query("label_cv").format(table=table))
+    cv, labels = store.one(sql("selection.label_cv").format(table=table))
     return float(cv), int(labels)
 
 
 def label_counts(store: Store, table: str) -> dict[str, int]:
-    return {label: int(n) for label, n in store.rows(query("label_counts").format(table=table))}
+    return {label: int(n) for label, n in store.rows(sql("selection.label_counts").format(table=table))}

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from curation.queries import sql
 from curation.selection import registered
-from curation.stats import load_queries
 from curation.store import Store
 
 SPLITS_SCHEMA = pa.schema([("query_id", pa.string()), ("split", pa.string()), ("since_version", pa.int64())])
@@ -51,11 +51,10 @@ def assign_splits(store: Store, seed: int, fractions: dict[str, float], previous
     """Split assignments for every query in export_pairs (plus all earlier ones); also fills temp table split_of."""
     pinned_rows = previous.to_pylist() if previous is not None else []
     pinned = {r["query_id"]: r["split"] for r in pinned_rows}
-    sql = load_queries("splits.sql")
-    groups = [Group(*row) for row in store.rows(sql["query_groups"], {"seed": str(seed)})]
+    groups = [Group(*row) for row in store.rows(sql("splits.query_groups"), {"seed": str(seed)})]
     placed = greedy_assign(groups, fractions, pinned)
     rows = pinned_rows + [{"query_id": q, "split": s, "since_version": version} for q, s in placed.items()]
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["query_id"]), schema=SPLITS_SCHEMA)
     with registered(store, "splits_arrow", table):
-        store.con.execute(sql["create_split_of"])
+        store.con.execute(sql("splits.create_split_of"))
     return table

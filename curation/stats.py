@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
-from functools import cache
-from importlib import resources
 from typing import Any
 
+from curation.queries import sql
 from curation.store import Store
 from schemas.errors import CotgenError
 
 
-@cache
-def load_queries(filename: str) -> dict[str, str]:
-    """Named statements of curation/sql/FILENAME, each introduced by a `-- name: NAME` line."""
-    text = resources.files("curation").joinpath("sql", filename).read_text(encoding="utf-8")
-    parts = re.split(r"^-- name: (\w+)[ \t]*$", text, flags=re.MULTILINE)
-    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
-
-
-def query(name: str) -> str:
-    return load_queries("stats.sql")[name]
-
-
 def install_macros(store: Store) -> None:
     """Temp macros (pass_at_k, difficulty_bin): temporary, so a read-only connection can use them too."""
-    store.con.execute(query("macros"))
+    store.con.execute(sql("stats.macros"))
 
 
 @dataclass
@@ -43,7 +29,7 @@ class RunInfo:
 
 
 def list_runs(store: Store) -> list[RunInfo]:
-    return [RunInfo(**{k: v for k, v in row.items() if k != "started_at"}) for row in store.query(query("runs"))]
+    return [RunInfo(**{k: v for k, v in row.items() if k != "started_at"}) for row in store.query(sql("stats.runs"))]
 
 
 def resolve_runs(store: Store, names: list[str] | None = None, role: str | None = None) -> list[RunInfo]:
@@ -69,8 +55,8 @@ def latest_run(store: Store, role: str) -> RunInfo | None:
 def compute_pair_counts(store: Store, run_ids: list[str]) -> None:
     """Fill temp tables sample_votes and pair_counts for these runs."""
     install_macros(store)
-    store.con.execute(query("votes"), {"runs": run_ids})
-    store.con.execute(query("pair_counts"))
+    store.con.execute(sql("stats.votes"), {"runs": run_ids})
+    store.con.execute(sql("stats.pair_counts"))
 
 
 @dataclass
@@ -117,12 +103,12 @@ def run_stats(store: Store, runs: list[RunInfo], recount: bool = True) -> list[R
         return []
     if recount:
         compute_pair_counts(store, [r.run_id for r in runs])
-    stats = {row["run_id"]: RunStats(**row) for row in store.query(query("run_summary"))}
-    for run_id, k, value, _pairs in store.rows(query("run_pass_at_k")):
+    stats = {row["run_id"]: RunStats(**row) for row in store.query(sql("stats.run_summary"))}
+    for run_id, k, value, _pairs in store.rows(sql("stats.run_pass_at_k")):
         stats[run_id].pass_at_k[int(k)] = float(value)
-    for row in store.query(query("label_stats")):
+    for row in store.query(sql("stats.label_stats")):
         stats[row.pop("run_id")].labels.append(LabelStats(**row))
-    for run_id, gold, predicted, n in store.rows(query("confusion")):
+    for run_id, gold, predicted, n in store.rows(sql("stats.confusion")):
         stats[run_id].confusion.setdefault(gold, {})[predicted] = int(n)
     return [stats[r.run_id] for r in runs if r.run_id in stats]
 
@@ -130,11 +116,11 @@ def run_stats(store: Store, runs: list[RunInfo], recount: bool = True) -> list[R
 def pair_stats(store: Store, run: RunInfo) -> list[dict[str, Any]]:
     """Per pair of one run: n, c, parsed, majority vote and pass@k for k = 1..n."""
     compute_pair_counts(store, [run.run_id])
-    return store.query(query("pair_stats"), {"run": run.run_id})
+    return store.query(sql("stats.pair_stats"), {"run": run.run_id})
 
 
 def export_pair_stats(store: Store, run: RunInfo, path: str) -> int:
     """Write per-pair statistics of one run to a Parquet file; returns the number of pairs."""
     compute_pair_counts(store, [run.run_id])
-    store.con.sql(query("pair_stats"), params={"run": run.run_id}).write_parquet(path)
+    store.con.sql(sql("stats.pair_stats"), params={"run": run.run_id}).write_parquet(path)
     return store.scalar("SELECT count(*) FROM pair_counts WHERE run_id = ?", [run.run_id])
