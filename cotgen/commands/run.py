@@ -17,7 +17,12 @@ from cotgen.commands.progress import ProgressDisplay
 from schemas.errors import CotgenError
 
 # How each stage's result is shown; a stage with no entry shows nothing but its JSON line.
-RENDERERS: dict[str, Callable[[Any], None]] = {}
+RENDERERS: dict[str, Callable[[Any], None]] = {
+    "index": index.render_index,
+    "generate": generate.render_stage,
+    "curate": curate.render_curate,
+    "export": curate.render_export,
+}
 
 
 class _LegacyStage:
