@@ -171,7 +171,7 @@ def test_user_errors_are_one_line(ws: Path) -> None:
 
 
 def test_run_identity_and_stage(ws: Path, tmp_path: Path) -> None:
-    from cotgen.commands.generate import run_generation
+    from cotgen.app.generate import GenerateOptions, run_generation
     from schemas.errors import CotgenError
     from schemas.workspace import Workspace
 
@@ -186,14 +186,14 @@ def test_run_identity_and_stage(ws: Path, tmp_path: Path) -> None:
         assert (again["completed"], again["already_done"]) == (0, 5)
         workspace = Workspace.open(ws)
         policy = workspace.config.policy.model_copy(update={"base_urls": [url]})
-        named = run_generation(workspace, "policy", policy, limit=3, run_name="mine", quiet=True)
+        named = run_generation(workspace, GenerateOptions("policy", policy, limit=3, run_name="mine")).to_dict()
         assert (named["run"], named["completed"]) == ("mine", 3 * policy.n)
         with pytest.raises(CotgenError, match="run 'mine' exists with model 'fake' \\(now 'other'\\)"):
-            run_generation(workspace, "policy", policy.model_copy(update={"model": "other"}), limit=3, run_name="mine", quiet=True)
+            run_generation(workspace, GenerateOptions("policy", policy.model_copy(update={"model": "other"}), limit=3, run_name="mine"))
         with pytest.raises(CotgenError, match="run 'mine' exists with identity"):
-            run_generation(workspace, "policy", policy.model_copy(update={"temperature": 0.1}), limit=3, run_name="mine", quiet=True)
+            run_generation(workspace, GenerateOptions("policy", policy.model_copy(update={"temperature": 0.1}), limit=3, run_name="mine"))
         with pytest.raises(CotgenError, match="no pairs from source 'nope'"):
-            run_generation(workspace, "policy", policy, source="nope", quiet=True)
+            run_generation(workspace, GenerateOptions("policy", policy, source="nope"))
 
 
 def test_sigterm_stops_the_run_and_keeps_what_finished(ws: Path, tmp_path: Path) -> None:

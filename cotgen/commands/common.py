@@ -45,6 +45,11 @@ def merge_overrides(section: M, where: str, **overrides: Any) -> M:
         raise CotgenError(f"{where}: {field}: {err['msg']}") from None
 
 
+def pct(v: float | None) -> str:
+    """A share as a percentage with one decimal; '-' when there is nothing to divide by."""
+    return "-" if v is None else f"{v:.1%}"
+
+
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     t = Table(title=title, title_justify="left")
     for i, c in enumerate(columns):
