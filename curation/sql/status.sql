@@ -1,0 +1,23 @@
+-- What is in the store, for `cotgen status`.
+
+-- name: pairs_by_source
+SELECT source, scheme, label, count(*) AS pairs FROM pairs GROUP BY ALL ORDER BY source, scheme, label DESC
+
+-- name: total_pairs
+SELECT count(*) FROM pairs
+
+-- name: disagreements
+SELECT count(DISTINCT pair_id) FROM label_disagreements
+
+-- name: runs
+SELECT r.name, r.role, r.model, r.status, count(s.sample_id) AS samples
+FROM runs r LEFT JOIN samples s USING (run_id) GROUP BY ALL ORDER BY min(r.started_at)
+
+-- name: samples
+SELECT count(*) FROM samples
+
+-- name: reviews
+SELECT annotator, count(*) AS decisions FROM reviews GROUP BY annotator ORDER BY annotator
+
+-- name: datasets
+SELECT name, version, content_hash, created_at FROM dataset_versions ORDER BY name, version
