@@ -37,7 +37,7 @@ from curation.runs import (
     run_summary,
     save_batch,
 )
-from curation.store import open_store
+from curation.store import Store, open_store
 from retrieval.search import search_pairs
 from schemas.config import BackendConfig
 from schemas.errors import CotgenError
@@ -241,12 +241,16 @@ class BatchWriter:
     def due(self) -> bool:
         return bool(self.samples) and (len(self.samples) >= FLUSH_ROWS or time.monotonic() - self.last_flush >= FLUSH_S)
 
+    def save(self, store: Store) -> None:
+        """Write the batch in one transaction (a subclass storing other rows replaces this and `add`)."""
+        save_batch(store, self.completions, self.samples)
+
     def flush(self, final: bool = False) -> None:
         if not self.samples:
             return
         try:
             with open_store(self.ws) as store:
-                save_batch(store, self.completions, self.samples)
+                self.save(store)
         except CotgenError as e:
             if final:
                 raise
