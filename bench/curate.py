@@ -242,7 +242,7 @@ def run_pandas(ws_dir: Path, subset_pairs: int, gamma: float = 0.5, cap: int = 2
 
 def prompt_cost(pairs: int = 300) -> dict:
     """What the policy prompt of cotgen.prompting costs per pair (the export renders one per exported pair)."""
-    from cotgen.commands.curate import policy_prompt_renderer
+    from cotgen.app.export import policy_prompt_renderer
     from schemas.pair import Pair
     from schemas.workspace import Workspace
 

@@ -28,12 +28,13 @@ import pyarrow.parquet as pq
 
 from curation.datasets import MANIFEST, SPLITS_FILE, latest_version, read_manifest, register_versions
 from curation.export_card import render_card
+from curation.pairs import pair_from_row
 from curation.queries import sql
 from curation.select_dpo import select_dpo
 from curation.select_grpo import select_grpo
 from curation.select_sft import balance_sft_train, select_sft
 from curation.select_steps import select_steps
-from curation.selection import Embed, SelectionContext, open_selection, registered
+from curation.selection import DROPPED_SCHEMA, Embed, SelectionContext, dropped_counts, open_selection, registered
 from curation.splits import assign_splits
 from curation.store import Store, open_store
 from schemas.answer import LABEL_LINE, STEP_TITLES, AnswerOrder
@@ -61,6 +62,8 @@ FINAL_COLUMNS = {
     "steps": ["prompt", "completions", "labels", "pair_id", "query_id", "label", "sample_id", "difficulty", "stage"],
 }
 MESSAGE_COLUMNS = ("completion", "chosen", "rejected")
+# Every row the selections left out, with its reason; informative only, so outside the content hash.
+DROPPED_FILE = "dropped.parquet"
 
 
 
@@ -73,11 +76,12 @@ class ExportResult:
     content_hash: str
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "path": str(self.path) if self.path else None,
                 "created": self.created, "content_hash": self.content_hash, "counts": self.counts,
-                "selection": self.selection}
+                "selection": self.selection, "dropped": self.dropped}
 
 
 @dataclass
@@ -93,15 +97,8 @@ class Selected:
     pass_at_k: dict[str, float]
     prompt_hash: str
     prompt_renderer: str
-
-
-def _pair(row: dict[str, Any]) -> Pair:
-    attributes = row["attributes"]
-    if attributes:
-        row["attributes"] = {str(k): str(v) for k, v in json.loads(attributes).items()}
-    else:
-        row["attributes"] = {}
-    return Pair.model_validate(row)  # pydantic-core validation is faster than model_construct here
+    dropped: pa.Table
+    dropped_counts: dict[str, dict[str, int]]
 
 
 def _messages_array(prompts: Iterable[object], pair_ids: list[str]) -> pa.Array:
@@ -133,7 +130,7 @@ def _render_prompts(store: Store, render: RenderPrompt) -> pa.Table:
     ids, prompts = [], []
     for batch in pairs.to_batches(PROMPT_BATCH):
         ids.append(batch.column(0))
-        prompts.append(_messages_array((render(_pair(r)) for r in batch.to_pylist()), batch.column(0).to_pylist()))
+        prompts.append(_messages_array((render(pair_from_row(r)) for r in batch.to_pylist()), batch.column(0).to_pylist()))
     if not ids:
         return pa.table({"pair_id": pa.array([], pa.string()), "prompt": pa.array([], PROMPT_TYPE)})
     return pa.table({"pair_id": pa.chunked_array(ids), "prompt": pa.chunked_array(prompts, PROMPT_TYPE)})
@@ -216,9 +213,11 @@ def select_rows(ws: Workspace, store: Store, kinds: list[str], order: AnswerOrde
             flat = store.con.sql(sql(f"export.final_{kind}")).to_arrow_table()
             tables[kind], row_hashes[kind] = assemble(kind, flat, prompts), flat["row_hash"]
     pass_at_k = {str(k): float(v) for _run, k, v, _pairs in store.rows(sql("stats.run_pass_at_k"))}
-    return Selected(tables=tables, row_hashes=row_hashes, selection=selection, splits=splits,
+    dropped = store.con.sql(sql("selection.dropped_rows")).to_arrow_table().cast(DROPPED_SCHEMA)
+    return Selected(dropped=dropped, dropped_counts=dropped_counts(store),
+                    tables=tables, row_hashes=row_hashes, selection=selection, splits=splits,
                     scheme_names=scheme_names, runs=[_run_record(r) for r in ctx.runs], pass_at_k=pass_at_k,
-                    prompt_hash=digest(store.con.sql("SELECT prompt_hash FROM prompt_hashes").to_arrow_table()[0]),
+                    prompt_hash=digest(store.con.sql(sql("export.prompt_hash_column")).to_arrow_table()[0]),
                     prompt_renderer=f"{getattr(render, '__module__', '?')}.{getattr(render, '__qualname__', repr(render))}")
 
 
@@ -304,6 +303,7 @@ def build_manifest(ws: Workspace, name: str, version: int, parent: int | None, c
         "splits": {"file": SPLITS_FILE, "fractions": cfg.curation.split, "seed": cfg.curation.seed,
                    "queries": {s: n for s, n in zip(*_split_query_counts(sel.splits), strict=True)}},
         "selection": sel.selection,
+        "dropped": {"file": DROPPED_FILE, "counts": sel.dropped_counts},
         "statistics": {"policy_pass_at_k": sel.pass_at_k, **_table_statistics(written)},
         "runs": sel.runs,
         "models": sorted({r["model"] for r in sel.runs}),
@@ -358,11 +358,12 @@ def export_dataset(ws: Workspace, name: str, kinds: list[str], order: AnswerOrde
     kind_hashes = {k: digest(sel.row_hashes[k]) for k in written}
     chash = content_hash(kind_hashes)
     if not written:
-        return ExportResult(name, None, None, False, "", {k: {} for k in kinds}, sel.selection)
+        return ExportResult(name, None, None, False, "", {k: {} for k in kinds}, sel.selection, sel.dropped_counts)
     if previous is not None and read_manifest(previous).get("content_hash") == chash:
         _register(ws, name, say)
         manifest = read_manifest(previous)
-        return ExportResult(name, parent, previous, False, chash, manifest.get("counts", {}), sel.selection)
+        return ExportResult(name, parent, previous, False, chash, manifest.get("counts", {}), sel.selection,
+                            sel.dropped_counts)
     final = root / f"v{version}"
     tmp = root / f".v{version}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
@@ -373,6 +374,7 @@ def export_dataset(ws: Workspace, name: str, kinds: list[str], order: AnswerOrde
             say(f"writing {kind}")
             counts[kind] = _write_kind(tmp, kind, table, splits, kind_hashes[kind][:16])
         pq.write_table(sel.splits, tmp / SPLITS_FILE)
+        pq.write_table(sel.dropped, tmp / DROPPED_FILE)  # beside the rows, not part of the content hash
         manifest = build_manifest(ws, name, version, parent, chash, kind_hashes, order, kinds, sel, written, counts,
                                   sources)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
@@ -385,7 +387,7 @@ def export_dataset(ws: Workspace, name: str, kinds: list[str], order: AnswerOrde
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     _register(ws, name, say)
-    return ExportResult(name, version, final, True, chash, counts, sel.selection)
+    return ExportResult(name, version, final, True, chash, counts, sel.selection, sel.dropped_counts)
 
 
 def _register(ws: Workspace, name: str, say: Progress) -> None:

@@ -15,6 +15,32 @@ KIND_TEXT = {
     "grpo": "stage 3 GRPO: `prompt` with the gold `label` for the reward, kept where 0 < c < gamma*n, class-balanced",
     "steps": "step labels: `prompt`, `completions` (the CoT steps) and `labels` (one bool per step) from reviews",
 }
+# What each reason in dropped.parquet means; the card defines every reason it counts.
+REASON_TEXT = {
+    "review_rejected": "an annotator rejected the sample",
+    "parse_failed": "the answer did not parse cleanly (no label, or steps missing)",
+    "disagrees_with_gold": "the answer's label is not the gold label (after reviews)",
+    "inconsistent": "the judgement step argues for another grade than the label",
+    "too_short": "the rendered target is shorter than curation.sft_min_chars",
+    "too_long": "the rendered target is longer than curation.sft_max_chars",
+    "near_duplicate": "nearly repeats reasoning already kept (curation.diversity_threshold)",
+    "over_per_pair": "the pair already has curation.sft_per_pair rows",
+    "balanced_out": "left out to balance the labels (curation.sft_balance / grpo_balance)",
+    "all_correct": "every answer of the pair was right: nothing to learn from a preference or a group",
+    "all_wrong": "no answer of the pair was right (c = 0): a GRPO group with no signal",
+    "too_easy": "c >= gamma * n: above the GRPO window",
+    "no_chosen": "wrong answers, no clean right one, and no teacher answer to stand in",
+    "steps_unlabelled": "some step has no reviewer mark and the sample was not accepted",
+}
+
+
+def _dropped(dropped: dict[str, Any]) -> str:
+    counts: dict[str, dict[str, int]] = dropped.get("counts", {})
+    if not any(counts.values()):
+        return "## Dropped rows\n\nThe selections left nothing out."
+    rows = [[kind, reason, n, REASON_TEXT.get(reason, "")] for kind, by in counts.items() for reason, n in by.items()]
+    return (f"## Dropped rows\n\nEvery row the selections left out is listed in `{dropped['file']}` (kind, sample id "
+            "or pair id, reason); counts per reason:\n\n" + _table(["kind", "reason", "rows", "meaning"], rows))
 
 
 def _features(schema: pa.Schema) -> list[dict[str, Any]]:
@@ -83,6 +109,8 @@ def _body(m: dict[str, Any]) -> str:
     dpo = m.get("selection", {}).get("dpo")
     if dpo and dpo["pairs_by_case"]:
         parts.append("DPO pairs by case: " + ", ".join(f"{k} {v}" for k, v in dpo["pairs_by_case"].items()) + ".")
+    if m.get("dropped"):
+        parts.append(_dropped(m["dropped"]))
     scheme = m.get("scheme") or {}
     if scheme:
         parts.append(f"## Label scheme `{scheme['name']}` (best first)\n\n" + _table(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from curation.pairs import pair_from_row
 from curation.store import Store
 from schemas.errors import CotgenError
 from schemas.pair import Pair
@@ -193,14 +194,7 @@ def save_batch(store: Store, completions: list[CompletionRow], samples: list[Sam
 def generation_pairs(store: Store, source: str | None = None, limit: int | None = None) -> list[Pair]:
     """Pairs to generate for, in ingest order, with their gold label after reviews."""
     rows = store.query(PAIRS_SQL, {"source": source, "limit": limit})
-    return [Pair(pair_id=r["pair_id"], source=r["source"], query_id=r["query_id"], query=r["query"], title=r["title"],
-                 description=r["description"] or "", attributes=_attributes(r["attributes"]), label=r["label"],
-                 raw_label=r["raw_label"], scheme=r["scheme"]) for r in rows]
-
-
-def _attributes(raw: str | dict | None) -> dict[str, str]:
-    data = json.loads(raw) if isinstance(raw, str) else raw or {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    return [pair_from_row(r) for r in rows]
 
 
 def run_summary(store: Store, run_id: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ def select_dpo(ctx: SelectionContext) -> dict[str, Any]:
     if cur.dpo_teacher_fallback:
         con.execute(sql("dpo.teacher"), {"cap": cur.dpo_per_pair})
     con.execute(sql("dpo.rows"))
+    con.execute(sql("dpo.dropped"))
     cases = {kind: int(n) for kind, n in ctx.store.rows(sql("dpo.counts"))}
     rows = {src: {"rows": int(r), "pairs": int(p)} for src, r, p in ctx.store.rows(sql("dpo.row_counts"))}
     return {"pairs_by_case": cases, "rows_by_chosen": rows,

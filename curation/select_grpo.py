@@ -13,12 +13,11 @@ def select_grpo(ctx: SelectionContext) -> dict[str, Any]:
     cur = ctx.curation
     ctx.store.con.execute(sql("grpo.kept"), {"gamma": cur.difficulty.gamma})
     ctx.store.con.execute(sql("grpo.rows"), {"balance": cur.grpo_balance})
+    ctx.store.con.execute(sql("grpo.dropped"))
     cv_before, _ = label_cv(ctx.store, "grpo_kept")
     cv_after, _ = label_cv(ctx.store, "rows_grpo")
     return {
-        "candidates": ctx.store.scalar("SELECT count(*) FROM pair_stage"),
-        "kept": ctx.store.scalar("SELECT count(*) FROM grpo_kept"),
-        "rows": ctx.store.scalar("SELECT count(*) FROM rows_grpo"),
+        **ctx.store.query(sql("grpo.counts"))[0],
         "labels_before": label_counts(ctx.store, "grpo_kept"),
         "labels_after": label_counts(ctx.store, "rows_grpo"),
         "cv_before": round(cv_before, 6),

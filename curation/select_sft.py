@@ -35,10 +35,12 @@ def select_sft(ctx: SelectionContext) -> dict[str, Any]:
         ctx.store.con.execute(sql("sft.create_dropped"))
     ctx.store.con.execute(sql("sft.picked"), {"k": cur.sft_per_pair})
     ctx.store.con.execute(sql("sft.rows"))
+    ctx.store.con.execute(sql("sft.dropped"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars})
     return ctx.store.query(sql("sft.counts"))[0]
 
 
 def balance_sft_train(ctx: SelectionContext, train_split: str) -> dict[str, Any]:
     """Once splits are known (temp table split_of), apply curation.sft_balance to the training split only."""
     ctx.store.con.execute(sql("sft.balance_train"), {"balance": ctx.curation.sft_balance, "train": train_split})
+    ctx.store.con.execute(sql("sft.dropped_balanced"))
     return ctx.store.query(sql("sft.counts"))[0]

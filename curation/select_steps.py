@@ -7,7 +7,7 @@ from typing import Any
 import pyarrow as pa
 
 from curation.queries import sql
-from curation.selection import SelectionContext, registered, steps_from_json
+from curation.selection import SelectionContext, record_dropped, registered, steps_from_json
 from schemas.answer import STEP_TITLES
 from schemas.sample import Step
 
@@ -37,13 +37,13 @@ def step_labels(n_steps: int, marks: list[dict], decision: str | None) -> list[b
 def select_steps(ctx: SelectionContext) -> dict[str, Any]:
     """Fill rows_steps; returns how many marked samples became rows and how many lacked labels."""
     cols: dict[str, list] = {name: [] for name in ROWS_SCHEMA.names}
-    incomplete = 0
+    incomplete: list[tuple[str, str]] = []
     candidates = ctx.store.rows(sql("steps.candidates"))
     for sample_id, pair_id, query_id, gold, steps_json, decision, draw, marks in candidates:
         steps = steps_from_json(steps_json)
         labels = step_labels(len(steps), marks, decision) if steps else None
         if labels is None:
-            incomplete += 1
+            incomplete.append((pair_id, sample_id))
             continue
         for name, value in (("pair_id", pair_id), ("query_id", query_id), ("label", gold), ("sample_id", sample_id),
                             ("completions", [step_line(i, s) for i, s in enumerate(steps, start=1)]),
@@ -51,4 +51,5 @@ def select_steps(ctx: SelectionContext) -> dict[str, Any]:
             cols[name].append(value)
     with registered(ctx.store, "steps_arrow", pa.table(cols, schema=ROWS_SCHEMA)):
         ctx.store.con.execute(sql("steps.create_rows"))
-    return {"marked_samples": len(candidates), "incomplete": incomplete, "rows": len(cols["pair_id"])}
+    record_dropped(ctx.store, "steps", "steps_unlabelled", [p for p, _ in incomplete], [s for _, s in incomplete])
+    return {"marked_samples": len(candidates), "incomplete": len(incomplete), "rows": len(cols["pair_id"])}

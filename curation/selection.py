@@ -64,9 +64,8 @@ def open_selection(store: Store, config: CotgenConfig, order: AnswerOrder, sourc
     teachers, policy = pick_runs(store, config)
     ctx = SelectionContext(store, config, order, teachers, policy, sources, embed)
     cur = config.curation
-    # Selections write temp tables whose row order nothing depends on (exports sort explicitly), and
-    # DuckDB needs much less memory when it may reorder.
-    store.con.execute("SET preserve_insertion_order = false")
+    store.con.execute(sql("selection.insertion_order"))
+    store.con.execute(sql("selection.create_dropped"))
     install_macros(store)
     store.con.execute(sql("selection.macros"))
     store.con.execute(sql("selection.params"), {
@@ -161,6 +160,27 @@ def render_teacher_answers(ctx: SelectionContext, all_pairs: bool) -> int:
         with registered(ctx.store, "rendered_arrow", pa.table(cols, schema=RENDERED_SCHEMA)):
             ctx.store.con.execute(sql("selection.insert_teacher_answers"))
     return len(rows)
+
+
+DROPPED_SCHEMA = pa.schema([("kind", pa.string()), ("sample_id", pa.string()), ("pair_id", pa.string()),
+                           ("reason", pa.string())])
+
+
+def record_dropped(store: Store, kind: str, reason: str, pair_ids: list[str], sample_ids: list[str | None]) -> None:
+    """Put rows a selection left out in Python (not in SQL) on record, with their reason."""
+    n = len(pair_ids)
+    table = pa.table({"kind": [kind] * n, "sample_id": sample_ids, "pair_id": pair_ids, "reason": [reason] * n},
+                     schema=DROPPED_SCHEMA)
+    with registered(store, "dropped_arrow", table):
+        store.con.execute(sql("selection.insert_dropped"))
+
+
+def dropped_counts(store: Store) -> dict[str, dict[str, int]]:
+    """{kind: {reason: rows}} of everything the selections so far left out."""
+    out: dict[str, dict[str, int]] = {}
+    for kind, reason, n in store.rows(sql("selection.dropped_counts")):
+        out.setdefault(kind, {})[reason] = int(n)
+    return out
 
 
 def label_cv(store: Store, table: str) -> tuple[float, int]:

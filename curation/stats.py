@@ -123,4 +123,4 @@ def export_pair_stats(store: Store, run: RunInfo, path: str) -> int:
     """Write per-pair statistics of one run to a Parquet file; returns the number of pairs."""
     compute_pair_counts(store, [run.run_id])
     store.con.sql(sql("stats.pair_stats"), params={"run": run.run_id}).write_parquet(path)
-    return store.scalar("SELECT count(*) FROM pair_counts WHERE run_id = ?", [run.run_id])
+    return store.scalar(sql("stats.run_pairs"), {"run": run.run_id})

@@ -237,3 +237,32 @@ def test_pipeline_stages_curate_and_export(ws: Workspace, cli) -> None:
     assert again["export"]["version"] == 1 and not again["export"]["created"]
     assert again["export"]["content_hash"] == first["export"]["content_hash"]
 
+
+
+def test_every_dropped_row_on_record(ws: Workspace) -> None:
+    """dropped.parquet: each teacher sample is an SFT row or dropped with a reason; each policy pair a GRPO row or
+    dropped; the manifest and the card count the same reasons."""
+    result = export(ws)
+    dropped = pq.read_table(result.path / "dropped.parquet").to_pylist()
+    assert dropped and {r["kind"] for r in dropped} <= set(ALL)
+    by_reason: dict[str, dict[str, int]] = {}
+    for r in dropped:
+        by_reason.setdefault(r["kind"], {}).setdefault(r["reason"], 0)
+        by_reason[r["kind"]][r["reason"]] += 1
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert manifest["dropped"]["counts"] == by_reason == result.dropped
+    assert {"disagrees_with_gold", "over_per_pair"} <= set(by_reason["sft"])
+    assert {"all_wrong", "all_correct", "too_easy", "balanced_out"} <= set(by_reason["grpo"])
+    with open_store(ws, read_only=True) as store:
+        teacher = {s for (s,) in store.rows("SELECT sample_id FROM samples WHERE run_id = 'run-teacher-1'")}
+        policy_pairs = {p for (p,) in store.rows("SELECT DISTINCT pair_id FROM samples WHERE run_id = 'run-policy-1'")}
+    sft_rows = set(pq.read_table(result.path / "data" / "sft", columns=["sample_id"])["sample_id"].to_pylist())
+    sft_dropped = [r["sample_id"] for r in dropped if r["kind"] == "sft"]
+    assert len(sft_dropped) == len(set(sft_dropped)) and not sft_rows & set(sft_dropped)
+    assert sft_rows | set(sft_dropped) == teacher
+    grpo_rows = set(pq.read_table(result.path / "data" / "grpo", columns=["pair_id"])["pair_id"].to_pylist())
+    grpo_dropped = {r["pair_id"] for r in dropped if r["kind"] == "grpo"}
+    assert not grpo_rows & grpo_dropped and grpo_rows | grpo_dropped == policy_pairs
+    card = (result.path / "README.md").read_text()
+    assert "## Dropped rows" in card
+    assert all(f"| {kind} | {reason} | {n} |" in card for kind, by in by_reason.items() for reason, n in by.items())

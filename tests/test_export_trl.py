@@ -9,7 +9,7 @@ import pytest
 from datasets import load_from_disk
 from helpers_curation import build_store, ingest_crowdflower
 
-from cotgen.commands.curate import policy_prompt_renderer
+from cotgen.app.export import policy_prompt_renderer
 from curation.export import export_dataset
 from schemas.answer import find_label
 from schemas.labels import LabelScheme

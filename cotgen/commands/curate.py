@@ -1,27 +1,21 @@
-"""`cotgen curate stats|difficulty`, `cotgen export`, `cotgen datasets list|show|diff`, stages curate and export."""
+"""`cotgen curate stats|difficulty`, `cotgen export`, `cotgen datasets list|show|diff`: signatures and rendering."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from cotgen.app.curate import CurateResult, DifficultyResult, StatsResult, compute_difficulty, curate_stats
+from cotgen.app.export import ExportStageResult, datasets_diff, datasets_list, datasets_show, export
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, table
-from cotgen.prompting import load_prompt
-from curation.datasets import diff_versions, list_versions, show_version
-from curation.difficulty import BINS, curate, store_difficulty
-from curation.export import KINDS, ExportResult, export_dataset
-from curation.stats import RunStats, export_pair_stats, resolve_runs, run_stats
-from curation.store import open_store
+from cotgen.commands.progress import ProgressDisplay
+from curation.difficulty import BINS
+from curation.export import KINDS, ExportResult
+from curation.stats import RunStats
 from schemas.answer import AnswerOrder
 from schemas.datasets import DatasetRef
-from schemas.errors import CotgenError
-from schemas.pair import Pair
-from schemas.workspace import Workspace
 
 app = typer.Typer(help="pass@N statistics and difficulty of generation runs.", no_args_is_help=True)
 datasets_app = typer.Typer(help="Exported dataset versions: list, show, diff.", no_args_is_help=True)
@@ -29,23 +23,24 @@ datasets_app = typer.Typer(help="Exported dataset versions: list, show, diff.", 
 RunOpt = Annotated[list[str] | None, typer.Option("--run", help="Run name or id (repeatable; default: every run with samples).")]
 
 
-def policy_prompt_renderer(ws: Workspace, order: AnswerOrder) -> Callable[[Pair], list[dict]]:
-    """What the policy sees for a pair (the [policy] prompt generation uses), in the export's answer order."""
-    prompt = load_prompt("policy", ws.config.policy.prompt)
-
-    def render_policy_prompt(pair: Pair) -> list[dict]:
-        return prompt.render(pair, ws.config.scheme(pair.scheme), order)
-
-    return render_policy_prompt
+KIND_CHOICES = (*KINDS, "all")
 
 
-def embedder(ws: Workspace) -> Callable[[list[str]], np.ndarray] | None:
-    """The index's embedder for the diversity filter; None while the filter is off (nothing to load)."""
-    if ws.config.curation.diversity_threshold is None:
-        return None
-    from retrieval.embedder import Embedder
+def kind_list(value: str) -> str:
+    """`--kind sft,dpo` or `--kind all`: one or more export kinds, comma-separated."""
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in KIND_CHOICES] or ([] if kinds else [value])
+    if bad:
+        raise typer.BadParameter(f"'{bad[0]}' is not a kind ({', '.join(KIND_CHOICES)})")
+    return ",".join(kinds)
 
-    return Embedder(ws.config.index.embedder).encode
+
+def version_number(value: str) -> int:
+    """`vK` or `K`."""
+    digits = value.lower().lstrip("v")
+    if not digits.isdigit():
+        raise typer.BadParameter(f"version '{value}' is not vK or K")
+    return int(digits)
 
 
 def _pct(x: float | None) -> str:
@@ -80,63 +75,39 @@ def stats_command(
     as_json: JsonOpt = False,
 ) -> None:
     """pass@1..N, majority vote, parse rate, per-label accuracy and confusion, against gold after reviews."""
-    ws = open_workspace(workspace)
-    with open_store(ws, read_only=True) as store:
-        runs = resolve_runs(store, run)
-        if pairs is not None:
-            if len(runs) != 1:
-                raise CotgenError(f"--pairs: name exactly one run with --run ({len(runs)} selected)")
-            written = export_pair_stats(store, runs[0], str(pairs))
-            err_console.print(f"per-pair statistics of {written:,} pairs written to {pairs}")
-        stats = run_stats(store, runs)
+    result: StatsResult = curate_stats(open_workspace(workspace), run, pairs)
+    if result.pairs_written is not None:
+        err_console.print(f"per-pair statistics of {result.pairs_written:,} pairs written to {result.pairs_path}")
     if as_json:
-        emit_json([s.to_dict() for s in stats])
+        emit_json(result.to_dict())
         return
-    print_stats(stats)
+    print_stats(result.runs)
 
 
-def compute_difficulty(ws: Workspace, names: list[str] | None) -> dict[str, dict[str, int]]:
-    """Store difficulty for the named runs (default: every policy run with samples)."""
-    with open_store(ws) as store:
-        runs = resolve_runs(store, names, role=None if names else "policy")
-        return store_difficulty(store, runs, ws.config.curation.difficulty)
-
-
-def print_difficulty(summary: dict[str, dict[str, int]], bins: Any) -> None:
+def print_difficulty(result: DifficultyResult) -> None:
+    bins = result.bins
     title = f"difficulty (easy c >= {bins.easy:g}n, hard 0 < c <= {bins.gamma:g}n, unsolved c = 0)"
-    console.print(table(title, ["run", *BINS], [[name, *(d[b] for b in BINS)] for name, d in summary.items()]))
+    console.print(table(title, ["run", *BINS], [[name, *(d[b] for b in BINS)] for name, d in result.runs.items()]))
 
 
 @app.command("difficulty")
 def difficulty_command(run: RunOpt = None, workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
     """Bin each (pair, run) by its correct count c of n samples and store it (table pair_difficulty)."""
-    ws = open_workspace(workspace)
-    summary = compute_difficulty(ws, run)
+    result = compute_difficulty(open_workspace(workspace), run)
     if as_json:
-        emit_json(summary)
+        emit_json(result.to_dict())
         return
-    if not summary:
+    if not result.runs:
         console.print("no policy runs with samples yet")
         return
-    print_difficulty(summary, ws.config.curation.difficulty)
+    print_difficulty(result)
 
 
-def parse_kinds(values: list[str] | None, default: list[str]) -> list[str]:
-    kinds = [k.strip() for v in (values or default) for k in v.split(",") if k.strip()]
-    if "all" in kinds:
-        return list(KINDS)
-    bad = [k for k in kinds if k not in KINDS]
-    if bad:
-        raise CotgenError(f"--kind: '{bad[0]}' is not a kind (sft, dpo, grpo, steps, all)")
-    return list(dict.fromkeys(kinds))
-
-
-def run_export(ws: Workspace, name: str, kinds: list[str], order: AnswerOrder) -> ExportResult:
-    columns = (SpinnerColumn(), TextColumn("[bold]export[/] {task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("starting", total=None)
-        return export_dataset(ws, name, kinds, order, policy_prompt_renderer(ws, order), embed=embedder(ws),
-                              progress=lambda msg: bar.update(task, description=msg))
+def render_curate(result: CurateResult) -> None:
+    """The curate stage's tables in `cotgen run`."""
+    print_stats(result.stats.runs)
+    if result.difficulty.runs:
+        print_difficulty(result.difficulty)
 
 
 def print_export(result: ExportResult) -> None:
@@ -163,57 +134,50 @@ def print_export(result: ExportResult) -> None:
         console.print(f"{' and '.join(waiting)}: no rows yet; they come from policy samples (`cotgen generate --role policy`)")
 
 
+def render_export(result: ExportStageResult) -> None:
+    """The export stage's summary in `cotgen run`."""
+    print_export(result.result)
+
+
 def export_command(
     name: Annotated[str | None, typer.Argument(help="Dataset name (default: export.name).")] = None,
-    kind: Annotated[list[str] | None, typer.Option("--kind", help="sft | dpo | grpo | steps | all (repeatable; default: export.kinds).")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="label_first | cot_first (default: export.format).")] = None,
+    kind: Annotated[list[str] | None, typer.Option("--kind", parser=kind_list, help="sft | dpo | grpo | steps | all, or several comma-separated (repeatable; default: export.kinds).")] = None,
+    fmt: Annotated[AnswerOrder | None, typer.Option("--format", help="Answer order of the targets (default: export.format).")] = None,
     workspace: WorkspaceOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
     """Write datasets/NAME/vK: a DatasetDict per kind, Parquet, manifest.json and a dataset card; same rows, no new version."""
     ws = open_workspace(workspace)
-    order = fmt or ws.config.export.format
-    if order not in ("label_first", "cot_first"):
-        raise CotgenError(f"--format: '{order}' is not label_first or cot_first")
-    result = run_export(ws, name or ws.config.export.name, parse_kinds(kind, ws.config.export.kinds), order)
+    kinds = [k for v in kind for k in v.split(",")] if kind else None
+    with ProgressDisplay(quiet=as_json) as show:
+        result = export(ws, name, kinds, fmt, report=show)
     if as_json:
         emit_json(result.to_dict())
         return
     print_export(result)
 
 
-def _store_if_any(ws: Workspace):
-    return open_store(ws, read_only=True) if ws.store_path.exists() else None
-
-
 @datasets_app.command("list")
-def datasets_list(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
+def datasets_list_command(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
     """Every exported version: rows per kind, content hash, parent, and whether the store has it recorded."""
-    ws = open_workspace(workspace)
-    store = _store_if_any(ws)
-    try:
-        versions = list_versions(ws.datasets_dir, store)
-    finally:
-        if store is not None:
-            store.close()
+    versions = datasets_list(open_workspace(workspace))
     if as_json:
-        emit_json(versions)
+        emit_json(versions.to_dict())
         return
     rows = [[v["name"], f"v{v['version']}", f"v{v['parent']}" if v["parent"] else "-",
              ", ".join(f"{k} {n:,}" for k, n in v["rows"].items()), v["content_hash"][:12], v["created_at"],
-             {True: "yes", False: "no", None: "-"}[v["registered"]]] for v in versions]
+             {True: "yes", False: "no", None: "-"}[v["registered"]]] for v in versions.versions]
     console.print(table("datasets", ["name", "version", "parent", "rows", "hash", "created", "in store"], rows))
 
 
 @datasets_app.command("show")
-def datasets_show(
+def datasets_show_command(
     ref: Annotated[str, typer.Argument(help="NAME or NAME@vK.")],
     workspace: WorkspaceOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
     """A version's manifest: counts, selection, lineage (runs, models, prompt hashes), config."""
-    ws = open_workspace(workspace)
-    m = show_version(ws.datasets_dir, DatasetRef.parse(ref))
+    m = datasets_show(open_workspace(workspace), DatasetRef.parse(ref)).manifest
     if as_json:
         emit_json(m)
         return
@@ -226,24 +190,16 @@ def datasets_show(
     console.print(table("rows", ["kind", *splits], [[k, *(c.get(s, 0) for s in splits)] for k, c in m["counts"].items()]))
 
 
-def _version(text: str) -> int:
-    digits = text.lower().lstrip("v")
-    if not digits.isdigit():
-        raise CotgenError(f"version '{text}' is not vK or K")
-    return int(digits)
-
-
 @datasets_app.command("diff")
-def datasets_diff(
+def datasets_diff_command(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
-    a: Annotated[str, typer.Argument(help="From version (vK).")],
-    b: Annotated[str, typer.Argument(help="To version (vK).")],
+    a: Annotated[int, typer.Argument(parser=version_number, help="From version (vK).")],
+    b: Annotated[int, typer.Argument(parser=version_number, help="To version (vK).")],
     workspace: WorkspaceOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
     """Pair ids added, removed and changed between two versions, per kind."""
-    ws = open_workspace(workspace)
-    diff = diff_versions(ws.datasets_dir, name, _version(a), _version(b))
+    diff = datasets_diff(open_workspace(workspace), name, a, b).diff
     if as_json:
         emit_json(diff)
         return
@@ -254,36 +210,6 @@ def datasets_diff(
         for c in ("added", "removed", "changed"):
             if d[c]["examples"]:
                 console.print(f"{kind} {c}: {', '.join(d[c]['examples'])}")
-
-
-class CurateStage:
-    """Statistics of every run and difficulty of every policy run, in one pass; cheap to repeat."""
-
-    name = "curate"
-
-    def run(self, ws: Workspace) -> dict[str, Any]:
-        with open_store(ws) as store:
-            stats, summary = curate(store, resolve_runs(store), ws.config.curation.difficulty)
-        print_stats(stats)
-        if summary:
-            print_difficulty(summary, ws.config.curation.difficulty)
-        return {"runs": len(stats), "difficulty": summary}
-
-
-class ExportStage:
-    """Exports [export] as a new version, or nothing when the rows are unchanged."""
-
-    name = "export"
-
-    def run(self, ws: Workspace) -> dict[str, Any]:
-        cfg = ws.config.export
-        result = run_export(ws, cfg.name, list(cfg.kinds), cfg.format)
-        print_export(result)
-        return {"name": result.name, "version": result.version, "created": result.created,
-                "content_hash": result.content_hash, "counts": result.counts}
-
-
-STAGES = [CurateStage(), ExportStage()]
 
 
 def register(root: typer.Typer) -> None:

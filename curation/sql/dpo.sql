@@ -94,3 +94,11 @@ SELECT kind, count(*) AS pairs FROM dpo_groups GROUP BY kind ORDER BY kind;
 
 -- name: row_counts
 SELECT chosen_from, count(*) AS rows, count(DISTINCT pair_id) AS pairs FROM rows_dpo GROUP BY chosen_from ORDER BY chosen_from;
+
+-- name: dropped
+-- Pairs of the policy run that give no preference pair: nothing wrong to reject (all_correct), or wrong
+-- answers but no clean right one and no teacher answer to stand in (no_chosen).
+INSERT INTO dropped
+SELECT 'dpo', NULL, g.pair_id, CASE WHEN g.kind = 'all_right' THEN 'all_correct' ELSE 'no_chosen' END
+FROM dpo_groups g
+WHERE g.pair_id NOT IN (SELECT pair_id FROM dpo_pairs);

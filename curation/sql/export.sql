@@ -15,6 +15,9 @@ ORDER BY g.pair_id;
 -- A 64-bit hash per rendered prompt: the rows carry it instead of the messages until they leave DuckDB.
 CREATE OR REPLACE TEMP TABLE prompt_hashes AS SELECT pair_id, hash(prompt) AS prompt_hash FROM prompts;
 
+-- name: prompt_hash_column
+SELECT prompt_hash FROM prompt_hashes;
+
 -- name: final_sft
 -- Each final_* query returns flat columns (Arrow puts them in order: split, stage, draw, pair id, which
 -- lets every split be a zero-copy slice); texts that become messages end in

@@ -84,3 +84,22 @@ SELECT coalesce(stddev_pop(k) / avg(k), 0.0), count(*) FROM (SELECT label, count
 
 -- name: label_counts
 SELECT label, count(*) AS rows FROM {table} GROUP BY label ORDER BY label;
+
+-- name: create_dropped
+-- Every row a selection leaves out, with why (datatrove's exclusion writer): the export writes it as
+-- dropped.parquet. sample_id is NULL where a whole pair (prompt) is dropped.
+CREATE OR REPLACE TEMP TABLE dropped (kind VARCHAR, sample_id VARCHAR, pair_id VARCHAR, reason VARCHAR);
+
+-- name: insert_dropped
+INSERT INTO dropped SELECT kind, sample_id, pair_id, reason FROM dropped_arrow;
+
+-- name: dropped_counts
+SELECT kind, reason, count(*) AS rows FROM dropped GROUP BY ALL ORDER BY kind, rows DESC, reason;
+
+-- name: dropped_rows
+SELECT kind, sample_id, pair_id, reason FROM dropped ORDER BY kind, reason, pair_id, sample_id;
+
+-- name: insertion_order
+-- Selections write temp tables whose row order nothing depends on (exports sort explicitly), and
+-- DuckDB needs much less memory when it may reorder.
+SET preserve_insertion_order = false;

@@ -46,3 +46,30 @@ SELECT (SELECT count(*) FROM teacher_answers) AS eligible,
        (SELECT count(*) FROM sft_picked) - (SELECT count(*) FROM rows_sft) AS balanced_out,
        (SELECT count(*) FROM rows_sft) AS rows,
        (SELECT count(DISTINCT pair_id) FROM rows_sft) AS pairs;
+
+-- name: dropped
+-- Every teacher sample of the selected runs (and sources) that is not an SFT row, with the first reason
+-- that ruled it out, in the order the selection applies them.
+INSERT INTO dropped
+WITH teacher AS (
+    SELECT s.sample_id, s.pair_id
+    FROM samples s CROSS JOIN selection_params p JOIN gold_pairs g ON g.pair_id = s.pair_id
+    WHERE list_contains(p.teacher_runs, s.run_id) AND (len(p.sources) = 0 OR list_contains(p.sources, g.source))
+)
+SELECT 'sft', t.sample_id, t.pair_id,
+       CASE WHEN e.sample_id IS NULL THEN 'review_rejected'
+            WHEN e.parse_status <> 'ok' THEN 'parse_failed'
+            WHEN e.predicted IS DISTINCT FROM e.gold THEN 'disagrees_with_gold'
+            WHEN NOT e.consistent THEN 'inconsistent'
+            WHEN a.chars < $min_chars THEN 'too_short'
+            WHEN a.chars > $max_chars THEN 'too_long'
+            WHEN t.sample_id IN (SELECT sample_id FROM diversity_dropped) THEN 'near_duplicate'
+            ELSE 'over_per_pair' END
+FROM teacher t
+LEFT JOIN eff_teacher e ON e.sample_id = t.sample_id
+LEFT JOIN teacher_answers a ON a.sample_id = t.sample_id
+WHERE t.sample_id NOT IN (SELECT sample_id FROM sft_picked);
+
+-- name: dropped_balanced
+INSERT INTO dropped
+SELECT 'sft', sample_id, pair_id, 'balanced_out' FROM sft_picked WHERE sample_id NOT IN (SELECT sample_id FROM rows_sft);

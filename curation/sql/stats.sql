@@ -88,3 +88,6 @@ SELECT r.run_id, r.name, r.role, r.model, r.backend, r.prompt_name, r.prompt_has
 FROM runs r LEFT JOIN samples s USING (run_id)
 GROUP BY ALL
 ORDER BY r.started_at, r.run_id;
+
+-- name: run_pairs
+SELECT count(*) FROM pair_counts WHERE run_id = $run;
