@@ -10,8 +10,8 @@ import helpers_review
 import pytest
 from helpers_review import seed_samples, store_rows
 
-from curation.review_io import export_reviews, import_reviews
-from curation.review_log import FlushReport, append_journal, flush_workspace, journal_dir, new_review
+from curation.review.io import export_reviews, import_reviews
+from curation.review.journal import FlushReport, append_journal, flush_workspace, journal_dir, new_review
 from curation.store import Store
 from schemas.errors import CotgenError
 from schemas.workspace import Workspace

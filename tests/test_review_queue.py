@@ -10,8 +10,8 @@ import helpers_review
 import pytest
 from helpers_review import seed_samples, set_review_config
 
-from curation.review_log import check_annotator, utc_now
-from curation.review_queue import ClaimContext, add_gold, check_ids, claim, claimable, parse_queue, unfinished
+from curation.review.journal import check_annotator, utc_now
+from curation.review.queue import ClaimContext, add_gold, check_ids, claim, claimable, parse_queue, unfinished
 from curation.store import Store
 from schemas.config import ReviewConfig
 from schemas.errors import CotgenError

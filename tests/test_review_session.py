@@ -7,9 +7,9 @@ from pathlib import Path
 import helpers_review
 from helpers_review import seed_samples
 
-from curation.review_log import append_journal, flush_workspace, journal_dir, utc_now
-from curation.review_queue import ClaimContext, claim, load_items, parse_queue
-from curation.review_session import Session, live
+from curation.review.journal import append_journal, flush_workspace, journal_dir, utc_now
+from curation.review.queue import ClaimContext, claim, load_items, parse_queue
+from curation.review.session import Session, live
 from curation.store import Store
 from schemas.config import ReviewConfig
 from schemas.review import Review

@@ -11,7 +11,7 @@ import pytest
 from helpers_review import seed_samples
 from sklearn.metrics import cohen_kappa_score
 
-from curation.review_stats import cohen_kappa
+from curation.review.stats import cohen_kappa
 
 example_template = helpers_review.example_template  # shared fixtures
 review_ws = helpers_review.review_ws

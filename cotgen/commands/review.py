@@ -1,9 +1,4 @@
-"""`cotgen review`: the annotator's terminal card, plus `stats`, `import`, `export` and `gold`.
-
-Every decision goes through curation.review_log: fsynced to the annotator's journal first (it counts from
-then on), then copied into the store by a background thread with short write transactions, so annotators,
-`cotgen generate` and `status` share the single-writer DuckDB file without losing or blocking each other.
-"""
+"""`cotgen review`: the annotator's terminal card, plus `stats`, `import`, `export` and `gold` (use cases: cotgen.app.review)."""
 
 from __future__ import annotations
 
@@ -17,7 +12,6 @@ import termios
 import tty
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
@@ -25,62 +19,15 @@ import typer
 from rich.console import RenderableType
 from rich.markup import escape
 
-from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, table
-from curation.review_card import CardFrame, RuleText, menu, render_card, render_guidelines
-from curation.review_io import export_reviews, import_reviews, normalize_edit, read_gold
-from curation.review_log import (
-    BackgroundStore,
-    FlushReport,
-    check_annotator,
-    flush_workspace,
-    gated_store,
-    journal_dir,
-)
-from curation.review_queue import (
-    add_gold,
-    parse_queue,
-)
-from curation.review_session import Session, open_session
-from curation.review_stats import review_stats
-from schemas.answer import render_answer
-from schemas.config import ReviewConfig
+from cotgen.app import review as use
+from cotgen.app.review import ReviewDesk, SessionSummary
+from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, pct, table
+from cotgen.commands.progress import ProgressDisplay
+from curation.review.card import CardFrame, menu, render_card, render_guidelines
 from schemas.errors import CotgenError
-from schemas.labels import LabelScheme
 from schemas.workspace import Workspace
 
 app = typer.Typer(help="Annotator review: the terminal card, agreement stats, bulk import and export.")
-STAGES: list = []
-
-
-class RuleBook:
-    """Rule titles and texts from the workspace's rule index, loaded on first use; ids alone when it is missing."""
-
-    def __init__(self, ws: Workspace):
-        self.ws = ws
-        self.error = ""
-
-    @cached_property
-    def _index(self):
-        try:
-            from retrieval.index import RuleIndex
-
-            return RuleIndex.load(self.ws.indexes_dir / self.ws.config.index.name)
-        except (ImportError, CotgenError) as e:
-            self.error = str(e)
-            return None
-
-    def texts(self, rule_ids: list[str]) -> list[RuleText]:
-        if not rule_ids:
-            return []
-        index = self._index
-        out = []
-        for rid in rule_ids:
-            try:
-                rule = index.get(rid) if index is not None else None
-            except CotgenError:
-                rule = None
-            out.append(RuleText(id=rid, title=rule.title, text=rule.text) if rule else RuleText(id=rid))
-        return out
 
 
 class Keyboard:
@@ -117,47 +64,36 @@ class Keyboard:
 
 
 class ReviewUI:
-    """Draws the card and turns single keys into session decisions."""
+    """Draws the card and turns single keys into decisions at the desk."""
 
-    def __init__(self, ws: Workspace, session: Session, queue: str, rules: RuleBook, worker: BackgroundStore,
-                 keyboard: Keyboard):
-        self.ws = ws
+    def __init__(self, desk: ReviewDesk, keyboard: Keyboard):
+        self.desk = desk
         self.kb = keyboard
-        self.session = session
-        self.queue = queue
-        self.rules = rules
-        self.worker = worker
         self.status = ""
         self.guidelines = False
-        self.drafts: dict[str, str] = {}  # an edit that did not parse comes back in the editor
         self.keys: dict[str, Callable[[], None]] = {
             "a": self.accept, "r": self.reject, "l": self.relabel, "e": self.edit, "m": self.mark_steps,
             "n": self.note, "s": self.skip, "u": self.undo, "g": self.toggle_guidelines,
         }
 
-    @property
-    def cfg(self) -> ReviewConfig:
-        return self.ws.config.review
-
-    def scheme(self) -> LabelScheme:
-        return self.ws.config.scheme(self.session.current.scheme)
-
     def frame(self, menu_panel: RenderableType | None = None) -> CardFrame:
-        item = self.session.current
+        desk = self.desk
         status = self.status
-        if self.worker.error:
-            status = f"{status}  [store: {self.worker.error}; decisions are safe in the journal]".strip()
-        return CardFrame(annotator=self.session.annotator, queue=self.queue, progress=self.session.progress(),
-                         scheme=self.scheme(), rules=self.rules.texts(item.rule_ids), status=status, menu=menu_panel)
+        if desk.store_error():
+            status = f"{status}  [store: {desk.store_error()}; decisions are safe in the journal]".strip()
+        return CardFrame(annotator=desk.session.annotator, queue=desk.queue, progress=desk.session.progress(),
+                         scheme=desk.scheme(), rules=desk.rules.texts(desk.current.rule_ids), status=status,
+                         menu=menu_panel)
 
     def draw(self, menu_panel: RenderableType | None = None) -> None:
-        item = self.session.current
+        item = self.desk.current
         frame = self.frame(menu_panel)
         console.clear()
         if self.guidelines:
-            console.print(render_guidelines(item, frame, self.cfg.reject_reasons, self.cfg.relabel_reasons))
+            cfg = self.desk.cfg
+            console.print(render_guidelines(item, frame, cfg.reject_reasons, cfg.relabel_reasons))
         else:
-            console.print(render_card(item, self.session.view(item), frame))
+            console.print(render_card(item, self.desk.view(), frame))
 
     def pick(self, title: str, options: list[tuple[str, str]]) -> str | None:
         """Show a numbered menu under the card and read one digit; None when cancelled."""
@@ -169,7 +105,7 @@ class ReviewUI:
         return None
 
     def run(self) -> None:
-        while self.session.current is not None:
+        while self.desk.current is not None:
             self.draw()
             key = self.kb.get()
             if key in ("q", "Q"):
@@ -183,69 +119,40 @@ class ReviewUI:
                     self.status = f"NOT saved: cannot write the review journal ({e})"
 
     def _needs_sample(self, what: str) -> bool:
-        if self.session.current.sample_id is None:
-            self.status = f"nothing to {what}: this card is the pair alone (accept, relabel, note or skip)"
-            return False
-        return True
+        missing = self.desk.needs_sample(what)
+        if missing:
+            self.status = missing
+        return missing is None
 
     def accept(self) -> None:
-        self.session.decide("accept")
-        self.status = "accepted"
+        self.status = self.desk.accept()
 
     def reject(self) -> None:
         if not self._needs_sample("reject"):
             return
-        code = self.pick("reject: reason", list(self.cfg.reject_reasons.items()))
+        code = self.pick("reject: reason", list(self.desk.cfg.reject_reasons.items()))
         if code:
-            self.session.decide("reject", reason=code)
-            self.status = f"rejected ({code})"
+            self.status = self.desk.reject(code)
 
     def relabel(self) -> None:
-        scheme = self.scheme()
+        scheme = self.desk.scheme()
         grade = self.pick("relabel: new gold label", [(g.id, f"{g.name}: {g.meaning}") for g in scheme.grades])
         if not grade:
             return
-        code = self.pick(f"relabel to {grade}: reason", list(self.cfg.relabel_reasons.items()))
+        code = self.pick(f"relabel to {grade}: reason", list(self.desk.cfg.relabel_reasons.items()))
         if code:
-            self.session.decide("relabel", new_label=grade, reason=code)
-            self.status = f"relabelled to {grade} ({code})"
-
-    def _answer_text(self) -> str:
-        item = self.session.current
-        view = self.session.view(item)
-        if item.item_key in self.drafts:
-            return self.drafts[item.item_key]
-        if view.edit is not None and view.edit.edited_text:
-            return view.edit.edited_text
-        if item.steps and item.predicted_label:
-            return render_answer(item.steps, item.predicted_label, item.answer_order)
-        return item.raw_text
+            self.status = self.desk.relabel(grade, code)
 
     def edit(self) -> None:
         if not self._needs_sample("edit"):
             return
-        before = self._answer_text()
+        before = self.desk.answer_text()
         with self.kb.cooked():
             edited = run_editor(before)
-        if edited is None:
-            self.status = "editor failed: nothing saved"
-            return
-        if edited.strip() == before.strip():
-            self.status = "edit: no change"
-            return
-        key = self.session.current.item_key
-        try:
-            text = normalize_edit(edited, self.scheme())
-        except ValueError as e:
-            self.drafts[key] = edited
-            self.status = f"edit not saved: {e}; press e to fix it"
-            return
-        self.drafts.pop(key, None)
-        self.session.decide("edit", edited_text=text)
-        self.status = "edited"
+        self.status = self.desk.save_edit(before, edited)
 
     def mark_steps(self) -> None:
-        item = self.session.current
+        item = self.desk.current
         if not self._needs_sample("mark") or not item.steps:
             self.status = self.status or "no parsed steps to mark"
             return
@@ -254,7 +161,7 @@ class ReviewUI:
             self.draw()
             key = self.kb.get()
             if key in ("y", "n"):
-                self.session.decide("step", step_index=i, step_correct=key == "y")
+                self.desk.mark(i, key == "y")
             elif key != " ":
                 break
         self.status = "steps marked"
@@ -263,18 +170,14 @@ class ReviewUI:
         self.status = "type a note, Enter saves (empty cancels)"
         self.draw()
         with self.kb.cooked():
-            text = console.input("note: ").strip()
-        if text:
-            self.session.decide("note", note=text)
-        self.status = "note saved" if text else "note cancelled"
+            text = console.input("note: ")
+        self.status = self.desk.note(text)
 
     def skip(self) -> None:
-        self.session.decide("skip")
-        self.status = "skipped"
+        self.status = self.desk.skip()
 
     def undo(self) -> None:
-        undone = self.session.undo()
-        self.status = f"undid {undone.action} on {undone.sample_id or undone.pair_id}" if undone else "nothing to undo"
+        self.status = self.desk.undo()
 
     def toggle_guidelines(self) -> None:
         self.guidelines = not self.guidelines
@@ -295,38 +198,32 @@ def run_editor(text: str) -> str | None:
         path.unlink(missing_ok=True)
 
 
-def _schemes(ws: Workspace) -> dict[str, list[str]]:
-    return {name: ws.config.scheme(name).ids for name in ws.config.known_schemes()}
-
-
-def _flush_message(report: FlushReport, journal: Path) -> str:
-    if report.busy:
-        return (f"the store is busy: your decisions are safe in {journal} and go into the store with the next "
-                f"`cotgen review` command")
-    return "all decisions are in the store"
+def render_summary(summary: SessionSummary) -> None:
+    """The closing lines: what this sitting wrote, and whether the store has it all."""
+    console.print(f"session ended ({summary.reason}): {summary.decisions} decisions, {summary.entries} entries "
+                  f"this session", markup=False, highlight=False)
+    if summary.store_busy:
+        message = (f"the store is busy: your decisions are safe in {summary.journal} and go into the store with "
+                   f"the next `cotgen review` command")
+    else:
+        message = "all decisions are in the store"
+    console.print(message, markup=False, highlight=False)
+    for line in summary.bad_lines:
+        err_console.print(f"[yellow]journal: {escape(line)}[/]")
 
 
 def review_main(ws: Workspace, annotator: str, queue: str, run: str | None, limit: int | None) -> None:
-    check_annotator(annotator)
-    if limit is not None and limit < 1:
-        raise CotgenError("--limit: give a positive number of items")
-    spec = parse_queue(queue, run)
+    spec = use.queue_spec(annotator, queue, run, limit)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CotgenError("cotgen review needs a terminal; for bulk decisions use `cotgen review import FILE.jsonl`")
-    session, worker = open_session(ws, annotator, spec, limit)
+    desk = use.start_session(ws, annotator, spec, limit)
     try:
         with Keyboard() as keyboard:
-            ReviewUI(ws, session, spec.key, RuleBook(ws), worker, keyboard).run()
+            ReviewUI(desk, keyboard).run()
     finally:
-        report = worker.close()
+        summary = use.end_session(desk)
         console.clear()
-        done = sum(1 for r in session.written if r.action not in ("undo", "note", "step"))
-        reason = "queue empty" if session.current is None else "quit"
-        console.print(f"session ended ({reason}): {done} decisions, {len(session.written)} entries this session",
-                      markup=False, highlight=False)
-        console.print(_flush_message(report, journal_dir(ws) / f"{annotator}.jsonl"), markup=False, highlight=False)
-        for line in worker.bad_lines:
-            err_console.print(f"[yellow]journal: {escape(line)}[/]")
+        render_summary(summary)
 
 
 @app.callback(invoke_without_command=True)
@@ -346,25 +243,15 @@ def review_command(
     review_main(open_workspace(workspace), annotator, queue, run, limit)
 
 
-def _flush_first(ws: Workspace) -> None:
-    report = flush_workspace(ws)
-    if report.busy:
-        err_console.print("[yellow]the store is busy: figures leave out decisions still in the journal[/]")
-
-
 @app.command("stats")
 def stats_command(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
     """Per annotator: items, accept/reject/edit/relabel rates, median seconds per item, gold accuracy; kappa on overlaps."""
     ws = open_workspace(workspace)
-    _flush_first(ws)
-    with gated_store(ws, read_only=True) as store:
-        stats = review_stats(store)
+    with ProgressDisplay(quiet=as_json) as show:
+        stats = use.stats(ws, report=show)
     if as_json:
         emit_json(stats)
         return
-
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{x:.1%}"
 
     def num(x: float | None, fmt: str = ".2f") -> str:
         return "-" if x is None else format(x, fmt)
@@ -391,8 +278,7 @@ def import_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Import decisions from other tools: the whole file is checked first; a bad line imports nothing."""
-    ws = open_workspace(workspace)
-    report = import_reviews(ws, path)
+    report = use.import_decisions(open_workspace(workspace), path)
     if as_json:
         emit_json(report.to_dict())
         return
@@ -409,23 +295,17 @@ def export_command(
 ) -> None:
     """Every decision, oldest first, as JSONL that `cotgen review import` reads back (--json: a JSON array)."""
     ws = open_workspace(workspace)
-    _flush_first(ws)
-    with gated_store(ws, read_only=True) as store:
-        rows = export_reviews(store, live_only=live)
+    with ProgressDisplay(quiet=as_json) as show:
+        result = use.export_decisions(ws, output, live, report=show)
     if output is None:
         if as_json:
-            emit_json(rows)
+            emit_json(result.rows)
         else:
-            sys.stdout.write("".join(json.dumps(r) + "\n" for r in rows))
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staged = output.with_name(f".{output.name}.tmp")
-    staged.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    staged.replace(output)
-    if as_json:
-        emit_json({"path": str(output), "reviews": len(rows)})
+            sys.stdout.write("".join(json.dumps(r) + "\n" for r in result.rows))
+    elif as_json:
+        emit_json(result.to_dict())
     else:
-        console.print(f"wrote {len(rows):,} decisions to {output}")
+        console.print(f"wrote {len(result.rows):,} decisions to {output}")
 
 
 @app.command("gold")
@@ -436,15 +316,11 @@ def gold_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Mark pairs as gold: their trusted labels score annotators (review.gold_fraction of each queue)."""
-    ws = open_workspace(workspace)
-    rows = read_gold(path)
-    with gated_store(ws) as store:
-        n = add_gold(store, rows, added_by, _schemes(ws), str(path))
-        total = store.scalar("SELECT count(*) FROM review_gold")
+    result = use.add_gold_pairs(open_workspace(workspace), path, added_by)
     if as_json:
-        emit_json({"added": n, "gold_pairs": total})
+        emit_json(result.to_dict())
     else:
-        console.print(f"{n:,} gold pairs added or updated; {total:,} in all")
+        console.print(f"{result.added:,} gold pairs added or updated; {result.gold_pairs:,} in all")
 
 
 def register(root: typer.Typer) -> None:

@@ -10,8 +10,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from curation.review_queue import ReviewItem
-from curation.review_session import ItemView, Progress
+from curation.review.queue import ReviewItem
+from curation.review.session import ItemView, Progress
 from schemas.answer import STEP_TITLES
 from schemas.labels import LabelScheme
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from pydantic import ConfigDict, ValidationError
 
 from curation.jsonl import json_objects
-from curation.review_log import (
+from curation.queries import sql
+from curation.review.journal import (
     check_annotator,
     flush_into,
     gated_store,
@@ -30,11 +31,6 @@ from schemas.errors import CotgenError, require_file
 from schemas.labels import LabelScheme
 from schemas.review import Review
 from schemas.workspace import Workspace
-
-SAMPLES_SQL = "SELECT sample_id, pair_id, json_array_length(steps) FROM samples WHERE sample_id IN (SELECT unnest(?::VARCHAR[]))"
-PAIRS_SQL = "SELECT pair_id, scheme FROM pairs WHERE pair_id IN (SELECT unnest(?::VARCHAR[]))"
-EXISTING_IDS_SQL = "SELECT review_id, action FROM reviews WHERE review_id IN (SELECT unnest(?::VARCHAR[]))"
-EXPORT_SQL = "SELECT * FROM {table} ORDER BY created_at, review_id"
 
 
 class ImportRecord(Review):
@@ -91,11 +87,11 @@ class ImportContext:
 
 def _lookup(store: Store, records: list[tuple[int, ImportRecord]], ws: Workspace) -> ImportContext:
     sample_ids = sorted({r.sample_id for _, r in records if r.sample_id})
-    samples = {s: (p, k) for s, p, k in store.rows(SAMPLES_SQL, [sample_ids])}
+    samples = {s: (p, k) for s, p, k in store.rows(sql("review.samples_steps"), [sample_ids])}
     pair_ids = sorted({r.pair_id for _, r in records if r.pair_id} | {p for p, _ in samples.values()})
-    pairs = dict(store.rows(PAIRS_SQL, [pair_ids]))
+    pairs = dict(store.rows(sql("review.pairs_scheme"), [pair_ids]))
     ids = sorted({r.review_id for _, r in records if r.review_id} | {r.reason for _, r in records if r.action == "undo"})
-    existing = dict(store.rows(EXISTING_IDS_SQL, [ids]))
+    existing = dict(store.rows(sql("review.existing_ids"), [ids]))
     return ImportContext(samples=samples, pairs=pairs, existing=existing,
                          schemes={name: ws.config.scheme(name) for name in set(pairs.values())},
                          reject_reasons=ws.config.review.reject_reasons,
@@ -203,7 +199,7 @@ def import_reviews(ws: Workspace, path: Path) -> ImportReport:
         with gated_store(ws) as store:
             reviews = validate(store, path, records, ws)
             key = hashlib.sha256(b"".join(r.model_dump_json().encode() for r in reviews)).hexdigest()[:16]
-            before = len(store.rows(EXISTING_IDS_SQL, [[r.review_id for r in reviews]]))
+            before = len(store.rows(sql("review.existing_ids"), [[r.review_id for r in reviews]]))
             journal = None
             if before < len(reviews):
                 journal = write_import_journal(journal_dir(ws), reviews, key)
@@ -216,7 +212,7 @@ def import_reviews(ws: Workspace, path: Path) -> ImportReport:
 
 def export_reviews(store: Store, live_only: bool = False) -> list[dict]:
     """Every decision (or only the live ones), oldest first, as import-ready dicts."""
-    rows = store.query(EXPORT_SQL.format(table="live_reviews" if live_only else "reviews"))
+    rows = store.query(sql("review.export_live" if live_only else "review.export_all"))
     return [json.loads(Review.model_validate(r).model_dump_json()) for r in rows]
 
 

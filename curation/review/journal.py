@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 from pydantic import ValidationError
 
+from curation.queries import sql
 from curation.store import Store, StoreBusy
 from schemas.errors import CotgenError
 from schemas.review import Review
@@ -41,15 +42,6 @@ BATCH_SCHEMA = pa.schema([
     ("new_label", pa.string()), ("edited_text", pa.string()), ("note", pa.string()), ("seconds", pa.float64()),
     ("created_at", pa.timestamp("us")), ("seq", pa.int64()),
 ])
-OFFSETS_SQL = "SELECT journal, byte_offset FROM review_journal_offsets"
-# First copy of each review_id wins; ids already in the store are skipped (idempotent re-flush).
-INSERT_BATCH_SQL = f"""
-INSERT INTO reviews ({", ".join(REVIEW_COLUMNS)})
-SELECT {", ".join(REVIEW_COLUMNS)} FROM review_batch b
-WHERE b.review_id NOT IN (SELECT review_id FROM reviews)
-QUALIFY row_number() OVER (PARTITION BY b.review_id ORDER BY b.seq) = 1
-"""
-SET_OFFSET_SQL = "INSERT OR REPLACE INTO review_journal_offsets (journal, byte_offset, updated_at) VALUES (?, ?, now())"
 _GATE = threading.RLock()  # one store connection per process at a time: DuckDB refuses mixed configurations
 
 
@@ -172,7 +164,7 @@ def flush_into(store: Store, folder: Path) -> FlushReport:
     if not folder.is_dir():
         return report
     with store.transaction() as con:
-        offsets = dict(store.rows(OFFSETS_SQL))
+        offsets = dict(store.rows(sql("review.journal_offsets")))
         batch: list[Review] = []
         moved: dict[str, int] = {}
         for path in sorted(folder.glob("*.jsonl")):
@@ -183,16 +175,16 @@ def flush_into(store: Store, folder: Path) -> FlushReport:
             batch.extend(_parse_lines(path.name, data, report.bad_lines))
             moved[path.name] = end
         if batch:
-            before = store.scalar("SELECT count(*) FROM reviews")
+            before = store.scalar(sql("review.count_reviews"))
             con.register("review_batch", _batch_table(batch))
             try:
-                con.execute(INSERT_BATCH_SQL)
+                con.execute(sql("review.insert_batch"))
             finally:
                 con.unregister("review_batch")
-            report.inserted = store.scalar("SELECT count(*) FROM reviews") - before
+            report.inserted = store.scalar(sql("review.count_reviews")) - before
             report.already_present = len(batch) - report.inserted
         for name, end in moved.items():
-            con.execute(SET_OFFSET_SQL, [name, end])
+            con.execute(sql("review.set_offset"), [name, end])
     return report
 
 

@@ -9,7 +9,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from curation.review_log import (
+from curation.queries import sql
+from curation.review.journal import (
     BackgroundStore,
     append_journal,
     flush_workspace,
@@ -18,7 +19,7 @@ from curation.review_log import (
     new_review,
     utc_now,
 )
-from curation.review_queue import (
+from curation.review.queue import (
     PAIR_PREFIX,
     ClaimContext,
     QueueSpec,
@@ -208,12 +209,9 @@ class Session:
                         per_hour=(len(times) * 3600 / elapsed) if times and elapsed > 0 else None)
 
 
-HISTORY_SQL = "SELECT * FROM reviews WHERE annotator = ? ORDER BY created_at, review_id"
-
-
 def load_history(store: Store, annotator: str) -> list[Review]:
     """Every decision of this annotator in the store, undo rows included, oldest first."""
-    return [Review.model_validate(r) for r in store.query(HISTORY_SQL, [annotator])]
+    return [Review.model_validate(r) for r in store.query(sql("review.history"), [annotator])]
 
 
 class ClaimAhead:

@@ -7,31 +7,8 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from itertools import combinations
 
+from curation.queries import sql
 from curation.store import Store
-
-# Each annotator's latest finishing decision per item, with the label they stand by for the pair: their own
-# latest relabel, else the ingested label they were shown; whether they relabelled on this item's card;
-# and the trusted label when the pair is gold.
-LATEST_SQL = """
-WITH own_relabel AS (
-    SELECT annotator, pair_id, new_label FROM live_reviews WHERE action = 'relabel'
-    QUALIFY row_number() OVER (PARTITION BY annotator, pair_id ORDER BY created_at DESC, review_id DESC) = 1
-),
-relabel_cards AS (
-    SELECT DISTINCT annotator, coalesce(sample_id, 'pair:' || pair_id) AS item_key FROM live_reviews
-    WHERE action = 'relabel'
-)
-SELECT d.annotator, d.item_key, d.action, d.seconds, coalesce(o.new_label, p.label) AS label,
-       rc.item_key IS NOT NULL AS relabelled, s.predicted_label, g.label AS trusted
-FROM review_item_decisions d
-JOIN pairs p USING (pair_id)
-LEFT JOIN own_relabel o USING (annotator, pair_id)
-LEFT JOIN relabel_cards rc USING (annotator, item_key)
-LEFT JOIN samples s ON s.sample_id = d.sample_id
-LEFT JOIN review_gold g USING (pair_id)
-QUALIFY row_number() OVER (PARTITION BY d.annotator, d.item_key ORDER BY d.created_at DESC, d.review_id DESC) = 1
-ORDER BY d.annotator, d.item_key
-"""
 
 
 @dataclass
@@ -85,7 +62,7 @@ def cohen_kappa(a: list[str], b: list[str]) -> float | None:
 
 
 def latest_decisions(store: Store) -> list[Decision]:
-    return [Decision(*row) for row in store.rows(LATEST_SQL)]
+    return [Decision(*row) for row in store.rows(sql("review.latest_decisions"))]
 
 
 def _rate(n: int, d: int) -> float:
@@ -149,5 +126,5 @@ def review_stats(store: Store) -> dict:
     return {
         "annotators": [asdict(s) for s in annotator_stats(decisions)],
         "agreement": [asdict(a) for a in agreement(decisions)],
-        "reviews": store.scalar("SELECT count(*) FROM reviews"),
+        "reviews": store.scalar(sql("review.count_reviews")),
     }
