@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 
 from curation.jsonl import json_objects
+from curation.queries import sql
 from curation.store import Store
 from schemas.config import ColumnMap, SourceConfig
 from schemas.errors import CotgenError, require_file
@@ -30,82 +31,6 @@ _UTF8 = {"utf-8", "utf8", "utf-8-sig"}
 # normalised fields. Normalised = lower-case, trimmed, inner whitespace collapsed, so cosmetic
 # differences between two files still give the same pair id.
 _WHITESPACE_RUN = r"\s\s+|[\t\n\r\f\v]"
-
-STAGED_VIEW_SQL = """
-CREATE OR REPLACE TEMP VIEW staged AS
-SELECT s.*, coalesce(m.grade, b.grade) AS label,
-       CASE WHEN s.query IS NULL THEN 'query' WHEN s.title IS NULL THEN 'title'
-            WHEN coalesce(m.grade, b.grade) IS NULL THEN 'label' END AS bad_field,
-       substr(md5({source} || chr(31) || s._key), 1, 16) AS pair_id,
-       substr(md5(s._nq), 1, 16) AS query_id
-FROM read_parquet({staging}) s
-LEFT JOIN label_map m ON lower(s.raw_label) = m.raw
-LEFT JOIN label_bins b ON TRY_CAST(s.raw_label AS DOUBLE) >= b.low
-    AND (TRY_CAST(s.raw_label AS DOUBLE) < b.high OR (b.is_last AND TRY_CAST(s.raw_label AS DOUBLE) = b.high))
-"""
-
-# The narrow per-row facts every later step needs, computed once.
-KEYS_SQL = "CREATE OR REPLACE TEMP TABLE keys AS SELECT _row, pair_id, label, raw_label, bad_field FROM staged"
-
-BAD_ROWS_SQL = """
-SELECT _row, bad_field,
-    CASE WHEN bad_field <> 'label' OR raw_label = '' THEN 'missing value'
-         WHEN $binned AND TRY_CAST(raw_label AS DOUBLE) IS NULL THEN 'not a number: ''' || raw_label || ''''
-         WHEN $binned THEN raw_label || ' is outside the scheme''s range ' || $range
-         ELSE 'unknown label ''' || raw_label || ''' for scheme ' || $scheme || ' (expected one of: ' || $expected || ')'
-    END AS reason, query, title, raw_label
-FROM staged WHERE _row IN (SELECT _row FROM keys WHERE bad_field IS NOT NULL)
-"""
-
-COUNT_SQL = "SELECT count(*), count(*) FILTER (WHERE bad_field IS NOT NULL) FROM keys"
-FIRST_BAD_SQL = f"SELECT _row, bad_field, reason FROM ({BAD_ROWS_SQL}) ORDER BY _row LIMIT 1"
-REJECTS_SQL = (f"COPY (SELECT _row AS row, bad_field AS field, reason, query, title, raw_label FROM ({BAD_ROWS_SQL}) "
-               "ORDER BY _row) TO {path} (HEADER, DELIMITER ',')")
-
-# One row per pair: the first occurrence in the file wins. Only keys are aggregated, so memory grows
-# with the number of pairs, not with the size of their text.
-FIRSTS_SQL = """
-CREATE OR REPLACE TEMP TABLE firsts AS
-SELECT pair_id, min(_row) AS first_row, count(*) AS n_rows
-FROM keys WHERE bad_field IS NULL GROUP BY pair_id
-"""
-
-INSERT_PAIRS_SQL = """
-INSERT INTO pairs (pair_id, source, query_id, query, title, description, attributes, raw_label, label, scheme,
-                   ingest_id, source_row)
-SELECT s.pair_id, $source, s.query_id, s.query, s.title, s.description, {attributes}, s.raw_label, s.label,
-       $scheme, $ingest_id, s._row
-FROM staged s SEMI JOIN firsts f ON f.first_row = s._row
-ANTI JOIN pairs p ON p.pair_id = s.pair_id
-"""
-
-# A pair is in disagreement when this file, or this file and the store, give it more than one label.
-DISAGREEMENTS_SQL = """
-INSERT INTO label_disagreements (pair_id, source, label, raw_label, n_rows, ingest_id)
-WITH seen AS (
-    SELECT pair_id, label, arg_min(raw_label, _row) AS raw_label, count(*) AS n_rows
-    FROM keys WHERE bad_field IS NULL GROUP BY pair_id, label
-    UNION ALL
-    SELECT p.pair_id, p.label, p.raw_label, 0 FROM pairs p SEMI JOIN firsts f ON f.pair_id = p.pair_id
-), conflicted AS (
-    SELECT pair_id FROM seen GROUP BY pair_id HAVING count(DISTINCT label) > 1
-)
-SELECT s.pair_id, $source, s.label, any_value(s.raw_label), sum(s.n_rows), $ingest_id
-FROM seen s SEMI JOIN conflicted k ON k.pair_id = s.pair_id
-GROUP BY s.pair_id, s.label
-HAVING NOT EXISTS (SELECT 1 FROM label_disagreements d
-                   WHERE d.pair_id = s.pair_id AND d.label = s.label AND d.source = $source)
-"""
-
-SUMMARY_SQL = """
-SELECT (SELECT coalesce(sum(n_rows - 1), 0) FROM firsts) AS duplicates,
-       (SELECT count(*) FROM firsts f SEMI JOIN pairs p ON p.pair_id = f.pair_id) AS present_before
-"""
-
-LABEL_COUNTS_SQL = "SELECT label, count(*) FROM pairs WHERE ingest_id = $ingest_id GROUP BY label"
-CONFLICTS_SQL = "SELECT count(DISTINCT pair_id) FROM label_disagreements WHERE ingest_id = $ingest_id"
-CLEANUP_SQL = "DROP VIEW IF EXISTS staged; DROP TABLE IF EXISTS keys; DROP TABLE IF EXISTS firsts"
-
 
 @dataclass
 class IngestReport:
@@ -187,10 +112,6 @@ def _explain_polars(path: Path, err: Exception, fmt: str) -> CotgenError:
     return CotgenError(f"{path}: malformed {fmt.upper()}{hint}: {msg}")
 
 
-def _sql_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _html_unescape(values: pl.Series) -> pl.Series:
     # Entity decoding has no vectorised equivalent; it runs only for sources with strip_html = true.
     return pl.Series([html.unescape(v) if v and "&" in v else v for v in values.to_list()], dtype=pl.String)
@@ -209,6 +130,13 @@ def _normalise(expr: pl.Expr) -> pl.Expr:
     return expr.fill_null("").str.to_lowercase().str.replace_all(_WHITESPACE_RUN, " ")
 
 
+def _attributes(names: list[str]) -> pl.Expr:
+    """One struct column of the mapped attribute columns as strings (DuckDB stores it as a JSON object)."""
+    if not names:
+        return pl.lit(None, dtype=pl.String)
+    return pl.struct(*(pl.col(c).cast(pl.String) for c in names))
+
+
 def _projection(columns: ColumnMap, strip_html: bool) -> list[pl.Expr]:
     """Canonical columns: cleaned text (empty query/title -> null), raw label, attributes, hash inputs."""
     query = _clean(columns.query, strip_html)
@@ -221,7 +149,7 @@ def _projection(columns: ColumnMap, strip_html: bool) -> list[pl.Expr]:
         pl.when(title == "").then(None).otherwise(title).alias("title"),
         description.alias("description"),
         pl.col(columns.label).cast(pl.String).str.strip_chars().fill_null("").alias("raw_label"),
-        *(pl.col(c).cast(pl.String).alias(f"attr__{c}") for c in columns.attributes),
+        _attributes(columns.attributes).alias("attributes"),
         _normalise(query).alias("_nq"),
         pl.concat_str([record_id, _normalise(query), _normalise(title), _normalise(description)],
                       separator="\x1f").alias("_key"),
@@ -262,19 +190,22 @@ def _locate_bad_json_line(path: Path, shown: Path) -> None:
 
 def _prepare_label_tables(store: Store, scheme: LabelScheme) -> None:
     con = store.con
-    con.execute("CREATE OR REPLACE TEMP TABLE label_map (raw VARCHAR, grade VARCHAR)")
-    con.executemany("INSERT INTO label_map VALUES (?, ?)", list(scheme.raw_lookup().items()))
-    con.execute("CREATE OR REPLACE TEMP TABLE label_bins (low DOUBLE, high DOUBLE, grade VARCHAR, is_last BOOLEAN)")
+    con.execute(sql("ingest.create_label_map"))
+    con.executemany(sql("ingest.insert_label_map"), list(scheme.raw_lookup().items()))
+    con.execute(sql("ingest.create_label_bins"))
     top = max((b.high for b in scheme.bins), default=0.0)
     if scheme.bins:
-        con.executemany("INSERT INTO label_bins VALUES (?, ?, ?, ?)",
-                        [(b.low, b.high, b.grade, b.high == top) for b in scheme.bins])
+        con.executemany(sql("ingest.insert_label_bin"), [(b.low, b.high, b.grade, b.high == top) for b in scheme.bins])
 
 
-def _attributes_sql(columns: ColumnMap) -> str:
-    if not columns.attributes:
-        return "NULL::JSON"
-    return "json_object(" + ", ".join(f"{_sql_literal(c)}, s.\"attr__{c}\"" for c in columns.attributes) + ")"
+def _integer_raw_values(scheme: LabelScheme) -> bool:
+    """True when the scheme's raw values are integers (CrowdFlower's 1-4): then 4.0 reads as 4."""
+    if not scheme.mapping:
+        return False
+    try:
+        return all(float(k) == int(k) for k in scheme.mapping)
+    except ValueError:
+        return False
 
 
 def file_sha256(path: Path) -> str:
@@ -296,51 +227,50 @@ def ingest(store: Store, source: SourceConfig, scheme: LabelScheme, *, skip_bad:
     ingest_id = uuid.uuid4().hex[:12]
     con = store.con
     ranges = [b.low for b in scheme.bins] + [b.high for b in scheme.bins]
-    reason_params = {
-        "scheme": scheme.name, "binned": bool(scheme.bins),
-        "range": f"[{min(ranges):g}, {max(ranges):g}]" if ranges else "",
-        "expected": ", ".join(sorted(set(scheme.raw_lookup()))),
-    }
     with tempfile.TemporaryDirectory(prefix="cotgen-ingest-") as tmp:
         staging = stage_to_parquet(path, fmt, source.columns, source.encoding, source.strip_html, Path(tmp))
         _prepare_label_tables(store, scheme)
-        con.execute(STAGED_VIEW_SQL.format(source=_sql_literal(source.name), staging=_sql_literal(str(staging))))
+        con.execute(sql("ingest.bind"), {
+            "source": source.name, "staging": str(staging), "scheme": scheme.name, "binned": bool(scheme.bins),
+            "range": f"[{min(ranges):g}, {max(ranges):g}]" if ranges else "",
+            "expected": ", ".join(sorted(set(scheme.raw_lookup()))), "integers": _integer_raw_values(scheme),
+        })
         try:
-            con.execute(KEYS_SQL)
-            rows_read, n_bad = store.one(COUNT_SQL)
+            con.execute(sql("ingest.staged_view"))
+            con.execute(sql("ingest.keys"))
+            con.execute(sql("ingest.bad_rows_view"))
+            rows_read, n_bad = store.one(sql("ingest.count"))
             if rows_read == 0:
                 raise CotgenError(f"{path}: the file has a header but no rows")
             rejects_path = None
             if n_bad and not skip_bad:
-                row, bad_field, reason = store.one(FIRST_BAD_SQL, reason_params)
+                row, bad_field, reason, _ = store.one(sql("ingest.first_bad"))
                 more = f" ({n_bad - 1} more bad rows; --skip-bad sends them to a rejects file)" if n_bad > 1 else ""
                 raise CotgenError(f"{path}:{row}: {bad_field}: {reason}{more}")
             if n_bad:
                 rejects_dir = rejects_dir or path.parent
                 rejects_dir.mkdir(parents=True, exist_ok=True)
                 rejects_path = rejects_dir / f"{source.name}-{ingest_id}.rejects.csv"
-                con.execute(REJECTS_SQL.format(path=_sql_literal(str(rejects_path))), reason_params)
+                con.execute(sql("ingest.write_rejects"), {"path": str(rejects_path)})
             sha = file_sha256(path)
             ids = {"source": source.name, "ingest_id": ingest_id}
             with store.transaction():
-                con.execute(FIRSTS_SQL)
-                duplicates, present_before = store.one(SUMMARY_SQL)
-                con.execute(DISAGREEMENTS_SQL, ids)
-                con.execute(INSERT_PAIRS_SQL.format(attributes=_attributes_sql(source.columns)),
-                            {**ids, "scheme": scheme.name})
-                labels = dict(store.rows(LABEL_COUNTS_SQL, {"ingest_id": ingest_id}))
-                conflicts = store.scalar(CONFLICTS_SQL, {"ingest_id": ingest_id})
+                con.execute(sql("ingest.firsts"))
+                duplicates, present_before = store.one(sql("ingest.summary"))
+                con.execute(sql("ingest.disagreements"), ids)
+                con.execute(sql("ingest.insert_pairs"), {**ids, "scheme": scheme.name})
+                labels = dict(store.rows(sql("ingest.label_counts"), {"ingest_id": ingest_id}))
+                conflicts = store.scalar(sql("ingest.conflicts"), {"ingest_id": ingest_id})
                 report = IngestReport(
                     ingest_id=ingest_id, source=source.name, path=str(path), scheme=scheme.name, rows_read=rows_read,
                     added=sum(labels.values()), already_present=present_before, duplicates=duplicates,
                     conflicts=conflicts, rejected=n_bad, rejects_path=str(rejects_path) if rejects_path else None,
                     labels={g: labels.get(g, 0) for g in scheme.ids},
                 )
-                con.execute(
-                    "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)",
-                    [ingest_id, source.name, str(path.resolve()), sha, scheme.name, rows_read, report.added,
-                     present_before, duplicates, conflicts, n_bad],
-                )
+                con.execute(sql("ingest.record_ingest"), [
+                    ingest_id, source.name, str(path.resolve()), sha, scheme.name, rows_read, report.added,
+                    present_before, duplicates, conflicts, n_bad,
+                ])
         finally:
-            con.execute(CLEANUP_SQL)
+            con.execute(sql("ingest.cleanup"))
     return report

@@ -147,7 +147,3 @@ def embedding_text(rule: Rule) -> str:
     parts += [f"Example: {ex}" for ex in (rule.positive_example, rule.negative_example) if ex]
     return " ".join(parts)
 
-
-def view_texts(rule: Rule) -> list[str]:
-    """Every text indexed for a document: its own view first, then one view per cue phrase."""
-    return [embedding_text(rule), *rule.cues]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from pydantic import BaseModel, Field, model_validator
 
 
@@ -67,29 +65,6 @@ class LabelScheme(BaseModel):
         table.update({g.name.lower(): g.id for g in self.grades})
         table.update({k.strip().lower(): v for k, v in self.mapping.items()})
         return table
-
-    def map_raw(self, raw: str | float | int | None) -> str | None:
-        """The grade id for one raw value, or None when it is unknown."""
-        if raw is None:
-            return None
-        text = str(raw).strip()
-        hit = self.raw_lookup().get(text.lower())
-        if hit is not None or not self.bins:
-            return hit
-        try:
-            value = float(text)
-        except ValueError:
-            return None
-        return self.bin_value(value)
-
-    def bin_value(self, value: float) -> str | None:
-        if math.isnan(value):
-            return None
-        last = max(b.high for b in self.bins)
-        for b in self.bins:
-            if b.low <= value < b.high or (value == last == b.high):
-                return b.grade
-        return None
 
 
 _TAOSR4_GRADES = [

@@ -40,7 +40,7 @@ def crowdflower_pairs(csv_path: Path, limit: int | None = None, seed: int = 0, d
             "query": row["query"].strip(),
             "title": row["product_title"].strip(),
             "description": " ".join(_TAG.sub(" ", row["product_description"]).split())[:description_chars],
-            "label": SCHEME.map_raw(row["median_relevance"]),
+            "label": SCHEME.raw_lookup()[row["median_relevance"].strip()],
         })
     return pairs
 

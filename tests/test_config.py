@@ -45,7 +45,7 @@ path = "w.csv"
 scheme = "binary"
 """
     )
-    assert config.scheme("binary").map_raw("Not relevant") == "N"
+    assert config.scheme("binary").raw_lookup()["not relevant"] == "N"
     with pytest.raises(CotgenError, match="unknown label scheme 'x'"):
         config.scheme("x")
 
