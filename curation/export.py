@@ -38,6 +38,7 @@ from curation.selection import DROPPED_SCHEMA, Embed, SelectionContext, dropped_
 from curation.splits import assign_splits
 from curation.store import Store, open_store
 from schemas.answer import LABEL_LINE, STEP_TITLES, AnswerOrder
+from schemas.datasets import check_dataset_name
 from schemas.errors import CotgenError
 from schemas.pair import Pair
 from schemas.workspace import Workspace
@@ -341,8 +342,7 @@ def export_dataset(ws: Workspace, name: str, kinds: list[str], order: AnswerOrde
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
         raise CotgenError(f"export: unknown kind {', '.join(unknown) or '(none)'} (kinds: {', '.join(KINDS)})")
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
-        raise CotgenError(f"export: dataset name '{name}': use letters, digits, '.', '_' or '-'")
+    check_dataset_name(name)
     sources = sources if sources is not None else ws.config.export.sources
     root = ws.datasets_dir / name
     for stale in _stale_temp_dirs(root):

@@ -4,6 +4,11 @@ Parsing is pure text work, so it lives at the bottom layer: generation parses sa
 renders training targets, training's rewards parse rollouts. The parser takes real model output:
 markdown headers, numbering, bold, extra prose, <think> blocks, JSON-ish objects, a label written
 as a grade id, a grade name or a raw value. It never raises: a sample carries a status and a reason.
+
+It reads tolerantly (a label and steps wherever they are, for statistics and review) but grades
+strictly: `ok` only when the `Label:` line is where the format puts it (first line for label_first,
+last for cot_first; either when the order is not known) and the five steps are present, titled and
+non-empty. Anything else with a label is `partial`, which training data never uses.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ STEP_TITLES = {
     "relevance_judgement": "Relevance judgement",
 }
 LABEL_LINE = "Label: {label}"
+# Notes a strict grading adds to the reason; curation names its drop reasons after them.
+NOTE_LABEL_MISPLACED = "label not where the format puts it"
+NOTE_STEPS_MISSING = "missing steps"
+NOTE_STEPS_EMPTY = "empty steps"
+NOTE_BY_POSITION = "steps matched by position"
 
 
 def render_cot(steps: list[Step]) -> str:
@@ -51,6 +61,7 @@ class ParsedAnswer:
     status: ParseStatus = "ok"
     reason: str = ""
     consistent: bool = True
+    label_at: str | None = None  # first | last | field (JSON) | elsewhere: where the final label was found
 
 
 # ---------------------------------------------------------------------------- step titles
@@ -128,7 +139,7 @@ def _split_steps(text: str) -> tuple[list[Step], str]:
     numbered = [m for m in (_NUMBERED.match(_MARKUP.sub("", line)) for line in text.splitlines()) if m]
     if [int(m.group("num")) for m in numbered] == [1, 2, 3, 4, 5]:  # five untitled steps, in order
         return [Step(name=n, text=m.group("rest").strip()) for n, m in zip(STEP_NAMES, numbered, strict=True)], \
-            "steps matched by position"
+            NOTE_BY_POSITION
     return [], ""
 
 
@@ -273,15 +284,66 @@ def _split_think(text: str) -> tuple[str, str, bool]:
     return outside, thinking, bool(unclosed)
 
 
-def parse_answer(text: str, scheme: LabelScheme) -> ParsedAnswer:
-    """Steps and final label from free model text; never raises, reports a status and reason instead."""
+def parse_answer(text: str, scheme: LabelScheme, order: AnswerOrder | None = None) -> ParsedAnswer:
+    """Steps and final label from free model text; never raises, reports a status and reason instead.
+
+    `order` is the answer format the text should follow; None accepts the label line first or last."""
     try:
-        return _parse(text, scheme)
+        return _parse(text, scheme, order)
     except Exception as e:  # noqa: BLE001 - a parser bug must not lose a sample; it is reported instead
         return ParsedAnswer(status="error", reason=f"parser error: {type(e).__name__}: {e}")
 
 
-def _parse(text: str, scheme: LabelScheme) -> ParsedAnswer:
+def _label_at(outside: str, label: str, scheme: LabelScheme) -> str:
+    """Where the final label sits: on the first or the last non-empty line as a `Label:` line, or elsewhere."""
+    lines = [ln for ln in outside.splitlines() if ln.strip()]
+    for where, line in (("last", lines[-1] if lines else ""), ("first", lines[0] if lines else "")):
+        m = _LABEL_LINE.match(_MARKUP.sub("", line))
+        if m and _match_grade(m.group("value"), scheme) == label:
+            return where
+    return "elsewhere"
+
+
+# Judgement wording that takes a side without naming a grade ("The item matches", "not relevant").
+_NEGATIVE = re.compile(r"\b(?:does\s+not|doesn't|do\s+not|don't|not|no\s+longer|never)\s+(?:\w+\s+)?"
+                       r"(?:match(?:es)?|relevant|fit(?:s)?|related|satisf(?:y|ies))\b|\b(?:irrelevant|unrelated|mismatch(?:es|ed)?)\b",
+                       re.IGNORECASE)
+_POSITIVE = re.compile(r"\b(?:match(?:es)?|relevant|fits|exactly\s+what)\b", re.IGNORECASE)
+
+
+def _polarity(text: str) -> str | None:
+    """'no' when the passage says the item does not match, 'yes' when it says it does, else None."""
+    if _NEGATIVE.search(text):
+        return "no"
+    return "yes" if _POSITIVE.search(text) else None
+
+
+def _contradicts(judgement: str, label: str, scheme: LabelScheme) -> bool:
+    """A judgement naming no grade still contradicts the extremes: "it matches" under the lowest grade,
+    "it does not match" under the best one."""
+    side = _polarity(judgement)
+    return (side == "yes" and label == scheme.ids[-1]) or (side == "no" and label == scheme.ids[0])
+
+
+def _strict_notes(steps: list[Step], label_at: str, order: AnswerOrder | None, notes: list[str]) -> list[str]:
+    """Why an answer with a label is not clean training data (empty: it is)."""
+    problems = []
+    names = {s.name for s in steps}
+    missing = [n for n in STEP_NAMES if n not in names]
+    if missing:
+        problems.append(f"{NOTE_STEPS_MISSING}: " + ", ".join(missing))
+    empty = [s.name for s in steps if s.name in STEP_NAMES and not s.text.strip()]
+    if empty:
+        problems.append(f"{NOTE_STEPS_EMPTY}: " + ", ".join(empty))
+    wanted = {"label_first": ("first",), "cot_first": ("last",), None: ("first", "last")}[order]
+    if label_at not in (*wanted, "field"):
+        problems.append(NOTE_LABEL_MISPLACED)
+    if NOTE_BY_POSITION in notes:
+        problems.append(NOTE_BY_POSITION)
+    return problems
+
+
+def _parse(text: str, scheme: LabelScheme, order: AnswerOrder | None = None) -> ParsedAnswer:
     if not text or not text.strip():
         return ParsedAnswer(status="empty", reason="empty output")
     clean = _TAG.sub("", _SPECIAL.sub("", text))
@@ -312,11 +374,17 @@ def _parse(text: str, scheme: LabelScheme) -> ParsedAnswer:
     if label is None:
         why = "unfinished <think> block" if unclosed and not outside.strip() else "no label found"
         return ParsedAnswer(steps=steps, status="no_label", reason="; ".join([why, *notes]))
-    missing = [n for n in STEP_NAMES if n not in {s.name for s in steps}]
-    if missing:
-        notes.append("missing steps: " + ", ".join(missing))
-    consistent = not said or label in said
-    if not consistent:
-        notes.append(f"judgement says {said[-1]} but the label is {label}")
-    status: ParseStatus = "partial" if missing or inferred else "ok"
-    return ParsedAnswer(steps=steps, label=label, status=status, reason="; ".join(notes), consistent=consistent)
+    label_at = "field" if json_label else "elsewhere" if inferred else _label_at(outside, label, scheme)
+    problems = _strict_notes(steps, label_at, order, notes)
+    if said:
+        consistent = label in said
+        if not consistent:
+            notes.append(f"judgement says {said[-1]} but the label is {label}")
+    else:
+        consistent = not (judgement and _contradicts(judgement.text, label, scheme))
+        if not consistent:
+            notes.append(f"judgement says the item {'matches' if _polarity(judgement.text) == 'yes' else 'does not match'}"
+                         f" but the label is {label}")
+    status: ParseStatus = "partial" if problems else "ok"
+    reason = "; ".join([*notes, *(p for p in problems if p not in notes)])
+    return ParsedAnswer(steps=steps, label=label, status=status, reason=reason, consistent=consistent, label_at=label_at)

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from schemas.datasets import check_dataset_name
 from schemas.errors import CotgenError, require_file
 from schemas.labels import BUILTIN_SCHEMES, LabelScheme, resolve_scheme
 
@@ -139,6 +140,14 @@ class ExportConfig(Section):
     kinds: list[Literal["sft", "dpo", "grpo", "steps"]] = Field(default_factory=lambda: ["sft", "dpo", "grpo"])
     format: Literal["label_first", "cot_first"] = "label_first"
     sources: list[str] = Field(default_factory=list, description="only pairs from these sources; empty: all")
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, v: str) -> str:
+        try:
+            return check_dataset_name(v)
+        except CotgenError as e:
+            raise ValueError(str(e)) from None
 
 
 class PipelineConfig(Section):

@@ -9,6 +9,14 @@ from pathlib import Path
 from schemas.errors import CotgenError
 
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)(?:@v?(?P<version>\d+))?(?::(?P<split>[A-Za-z0-9_\-]+))?$")
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def check_dataset_name(name: str) -> str:
+    """`name` unchanged if it names one folder under datasets/; a one-line error otherwise ('.' and '..' too)."""
+    if not _NAME.fullmatch(name) or not name.strip("."):
+        raise CotgenError(f"dataset name '{name}': use letters, digits, '.', '_' or '-', and not only dots")
+    return name
 
 
 @dataclass(frozen=True)
@@ -16,6 +24,9 @@ class DatasetRef:
     name: str
     version: int | None = None
     split: str | None = None
+
+    def __post_init__(self) -> None:
+        check_dataset_name(self.name)
 
     @classmethod
     def parse(cls, text: str) -> DatasetRef:

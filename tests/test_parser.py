@@ -62,3 +62,45 @@ def test_find_label_takes_the_last_explicit_label() -> None:
     scheme = BUILTIN_SCHEMES["taosr4"]
     assert find_label("Label: L4\nreasoning\nLabel: L2", scheme) == "L2"
     assert find_label("I think it is related", scheme) is None
+
+
+# The policy answer the trial stored as `ok` (label L4, "steps matched by position") and exported as the only
+# policy-chosen DPO row: no `Label:` line, a first line saying L1, five untitled steps.
+JUNK = ("L1 - Irrelevant\n"
+        "1. The item matches.\n2. The item matches.\n3. The item matches.\n4. The item matches.\n"
+        "5. The item matches, so the grade is L4.")
+
+
+def test_junk_answer_is_partial_but_still_read() -> None:
+    parsed = parse_answer(JUNK, BUILTIN_SCHEMES["crowdflower"])
+    assert parsed.status == "partial" and parsed.label == "L4"  # the tolerant reading stays, for statistics
+    assert "label not where the format puts it" in parsed.reason and "by position" in parsed.reason
+
+
+@pytest.mark.parametrize("order", ["cot_first", "label_first"])
+def test_label_must_sit_where_the_format_puts_it(order: str) -> None:
+    scheme = BUILTIN_SCHEMES["taosr4"]
+    steps = [Step(name=n, text=f"reasoning for {n}, so L3") for n in STEP_NAMES]
+    text = render_answer(steps, "L3", order)  # type: ignore[arg-type]
+    other = "label_first" if order == "cot_first" else "cot_first"
+    assert parse_answer(text, scheme, order).status == "ok"  # type: ignore[arg-type]
+    misplaced = parse_answer(text, scheme, other)  # type: ignore[arg-type]
+    assert (misplaced.status, misplaced.label) == ("partial", "L3")
+    assert parse_answer(text, scheme).status == "ok"  # order unknown: first or last line both count
+
+
+def test_empty_step_is_partial() -> None:
+    scheme = BUILTIN_SCHEMES["taosr4"]
+    steps = [Step(name=n, text="" if n == "attribute_matching" else "fine, L4") for n in STEP_NAMES]
+    parsed = parse_answer(render_answer(steps, "L4", "cot_first"), scheme)
+    assert parsed.status == "partial" and "attribute_matching" in parsed.reason
+
+
+def test_judgement_that_says_match_under_the_lowest_grade_is_inconsistent() -> None:
+    scheme = BUILTIN_SCHEMES["crowdflower"]
+    matches = [Step(name=n, text="The item matches.") for n in STEP_NAMES]
+    assert not parse_answer(render_answer(matches, "L1", "cot_first"), scheme).consistent
+    assert parse_answer(render_answer(matches, "L4", "cot_first"), scheme).consistent
+    differs = [Step(name=n, text="The item does not match the query.") for n in STEP_NAMES]
+    assert not parse_answer(render_answer(differs, "L4", "cot_first"), scheme).consistent
+    assert parse_answer(render_answer(differs, "L1", "cot_first"), scheme).consistent
