@@ -10,7 +10,7 @@ import duckdb
 import typer
 from rich.markup import escape
 
-from cotgen.commands import common, curate, generate, index, ingest, init, models, review, run, train
+from cotgen.commands import common, curate, generate, index, ingest, init, judge, models, review, run, train
 from schemas.errors import CotgenError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.add_typer(models.app, name="models")
 # Each area's module owns its commands; these lines only mount them.
 index.register(app)
 generate.register(app)
+judge.register(app)
 curate.register(app)
 review.register(app)
 train.register(app)

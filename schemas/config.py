@@ -96,6 +96,21 @@ class BackendConfig(Section):
     engine_args: dict[str, str | int | float | bool] = Field(default_factory=dict)  # vllm backend: LLM(**engine_args)
 
 
+class JudgeConfig(BackendConfig):
+    """The generative step judge (`cotgen judge`): a backend like the teacher's plus what it judges.
+
+    Defaults suit grading: greedy decoding, JSON verdicts (one reason and one verdict per step). `order`,
+    `explain_gold` and `top_logprobs` of the backend settings do not apply to the judge.
+    """
+
+    temperature: float = Field(default=0.0, ge=0.0)
+    max_tokens: int = Field(default=200, ge=1, description="one judge answer; structured: shared by the step reasons")
+    structured: bool = Field(default=True, description="ask for the JSON verdict schema (tolerant text parsing otherwise)")
+    samples: Literal["teacher", "policy"] = Field(default="teacher", description="judge the CoTs of these runs")
+    runs: list[str] = Field(default_factory=list, description="generation runs to judge; empty: every run of `samples`")
+    show_gold: bool = Field(default=True, description="show the judge the pair's gold label")
+
+
 class DifficultyBins(Section):
     """TaoSR1's difficulty from the correct count c of n samples.
 
@@ -225,6 +240,7 @@ class CotgenConfig(Section):
     index: IndexConfig = Field(default_factory=IndexConfig)
     teacher: BackendConfig = Field(default_factory=BackendConfig)
     policy: BackendConfig = Field(default_factory=BackendConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     curation: CurationConfig = Field(default_factory=CurationConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
