@@ -99,7 +99,7 @@ def peak_rss_mb() -> float:
 
 
 def generate(ws_dir: Path, pairs: int, n: int) -> dict:
-    from cotgen.commands.init import render_config
+    from cotgen.app.workspace import render_config
     from curation.store import Store
 
     shutil.rmtree(ws_dir, ignore_errors=True)

@@ -46,6 +46,8 @@ class IngestReport:
     rejected: int
     rejects_path: str | None = None
     labels: dict[str, int] = field(default_factory=dict)
+    # Set when the same file content was already ingested under another source name (nothing was added).
+    same_file_as: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -217,14 +219,24 @@ def file_sha256(path: Path) -> str:
 
 
 def ingest(store: Store, source: SourceConfig, scheme: LabelScheme, *, skip_bad: bool = False,
-           rejects_dir: Path | None = None) -> IngestReport:
-    """Validate and add one source file's pairs; all or nothing unless skip_bad sends bad rows aside."""
+           rejects_dir: Path | None = None, as_new_source: bool = False) -> IngestReport:
+    """Validate and add one source file's pairs; all or nothing unless skip_bad sends bad rows aside.
+
+    A file whose content was ingested before under another source name adds nothing (its pairs would all
+    come back under new ids) unless `as_new_source`; the report names that source.
+    """
     path = Path(source.path)
     require_file(path)
     if path.stat().st_size == 0:
         raise CotgenError(f"{path}: the file is empty")
     fmt = detect_format(path, source.format)
     ingest_id = uuid.uuid4().hex[:12]
+    sha = file_sha256(path)
+    earlier = None if as_new_source else store.one(sql("ingest.same_file"), {"sha": sha, "source": source.name})
+    if earlier is not None:
+        return IngestReport(ingest_id=ingest_id, source=source.name, path=str(path), scheme=scheme.name, rows_read=0,
+                            added=0, already_present=0, duplicates=0, conflicts=0, rejected=0,
+                            labels={g: 0 for g in scheme.ids}, same_file_as=earlier[0])
     con = store.con
     ranges = [b.low for b in scheme.bins] + [b.high for b in scheme.bins]
     with tempfile.TemporaryDirectory(prefix="cotgen-ingest-") as tmp:
@@ -252,7 +264,6 @@ def ingest(store: Store, source: SourceConfig, scheme: LabelScheme, *, skip_bad:
                 rejects_dir.mkdir(parents=True, exist_ok=True)
                 rejects_path = rejects_dir / f"{source.name}-{ingest_id}.rejects.csv"
                 con.execute(sql("ingest.write_rejects"), {"path": str(rejects_path)})
-            sha = file_sha256(path)
             ids = {"source": source.name, "ingest_id": ingest_id}
             with store.transaction():
                 con.execute(sql("ingest.firsts"))

@@ -48,6 +48,7 @@ class SourceConfig(Section):
     format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
     encoding: str = "utf-8"
     strip_html: bool = False
+    skip_bad: bool = Field(default=False, description="send bad rows to a rejects file instead of stopping")
     columns: ColumnMap = Field(default_factory=ColumnMap)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cotgen.commands.init import render_config
+from cotgen.app.workspace import render_config
 from schemas.config import parse_config
 from schemas.errors import CotgenError
 

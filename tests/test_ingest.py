@@ -219,3 +219,38 @@ def test_locked_store_is_a_clear_message(ws):
         assert "Traceback" not in proc.stderr
     finally:
         holder.kill()
+
+
+def test_run_right_after_init_and_cli_ingest(ws, shared_data):
+    """The documented start: `init`, `ingest PATH`, then `cotgen run`; the file is now a configured source."""
+    before = (ws / "cotgen.toml").read_text(encoding="utf-8")
+    path = shared_data / "esci_sample/query_esci_lookup.csv"
+    [first] = ingest_json(ws, str(path), "--scheme", "esci", "--map",
+                          "id=product_id,query=query,title=product_text,label=esci_label")
+    assert first["added"] == 99 and first["recorded_in"] == str(ws / "cotgen.toml")
+    after = (ws / "cotgen.toml").read_text(encoding="utf-8")
+    assert after.startswith(before), "the user's file (comments included) is kept; the source is appended"
+    from schemas.config import load_config
+
+    [source] = load_config(ws / "cotgen.toml").sources
+    assert (source.name, source.path, source.scheme, source.columns.label) == (
+        "query_esci_lookup", str(path.resolve()), "esci", "esci_label")
+    stage = json.loads(run_cli("run", "-w", str(ws), "--stage", "ingest", "--json").stdout)
+    assert stage["ingest"]["sources"] == 1 and stage["ingest"]["added"] == 0
+    [again] = ingest_json(ws, str(path), "--scheme", "esci", "--map",
+                          "id=product_id,query=query,title=product_text,label=esci_label")
+    assert again["recorded_in"] is None and (ws / "cotgen.toml").read_text(encoding="utf-8") == after
+    assert store_rows(ws, "SELECT count(*) FROM pairs") == [(99,)]
+
+
+def test_same_file_under_another_source_name_adds_nothing(ws):
+    path = write(ws / "pairs.csv", b"query,title,label\nmug,Blue Mug,L4\nhat,Red Hat,L1\n")
+    ingest_json(ws, str(path), "--source", "first")
+    copy = write(ws / "copy.csv", path.read_bytes())
+    proc = run_cli("ingest", "-w", str(ws), str(copy), "--source", "second")
+    assert "already in the store as source 'first'" in proc.stderr and "--as-new-source" in proc.stderr
+    assert store_rows(ws, "SELECT count(*) FROM pairs") == [(2,)]
+    assert "second" not in (ws / "cotgen.toml").read_text(encoding="utf-8")
+    [forced] = ingest_json(ws, str(copy), "--source", "second", "--as-new-source")
+    assert forced["added"] == 2 and forced["same_file_as"] is None
+    assert store_rows(ws, "SELECT source, count(*) FROM pairs GROUP BY 1 ORDER BY 1") == [("first", 2), ("second", 2)]

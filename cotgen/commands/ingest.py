@@ -1,33 +1,22 @@
-"""`cotgen ingest` and `cotgen status`."""
+"""`cotgen ingest` and `cotgen status`: signatures and rendering; the use cases live in cotgen.app.ingest."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, open_workspace, table
-from curation.ingest import IngestReport, ingest, parse_column_map
-from curation.status import workspace_status
-from curation.store import open_store
-from schemas.config import SourceConfig
+from cotgen.app.ingest import IngestStageResult, cli_source, ingest_file, ingest_sources, store_status
+from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, merge_overrides, open_workspace, table
+from cotgen.commands.progress import ProgressDisplay
+from curation.ingest import IngestReport, parse_column_map
 from schemas.errors import CotgenError
-from schemas.workspace import Workspace
-
-
-def ingest_sources(ws: Workspace, sources: list[SourceConfig], skip_bad: bool) -> list[IngestReport]:
-    """Ingest each source in its own transaction; the store lock is held only while ingesting."""
-    reports = []
-    with open_store(ws) as store:
-        for src in sources:
-            resolved = src.model_copy(update={"path": str(ws.path(src.path))})
-            reports.append(ingest(store, resolved, ws.config.scheme(src.scheme), skip_bad=skip_bad,
-                                  rejects_dir=ws.rejects_dir))
-    return reports
 
 
 def print_report(r: IngestReport) -> None:
+    if r.same_file_as:
+        return  # said by the notice: nothing was read
     rows = [
         ["rows read", r.rows_read], ["pairs added", r.added], ["already in store", r.already_present],
         ["duplicate rows collapsed", r.duplicates], ["pairs with conflicting labels", r.conflicts],
@@ -41,52 +30,58 @@ def print_report(r: IngestReport) -> None:
         console.print(f"[yellow]{r.rejected} rejected rows written to {r.rejects_path}[/]")
 
 
+def render_ingest(result: IngestStageResult) -> None:
+    """The `ingest` stage of `cotgen run`, shown like `cotgen ingest`."""
+    for r in result.reports:
+        print_report(r)
+
+
 def ingest_command(
     path: Annotated[Path | None, typer.Argument(help="File to ingest (CSV/TSV/Parquet/JSONL). Omit it to ingest every configured source.")] = None,
     source: Annotated[str | None, typer.Option("--source", "-s", help="Source name (a sources entry in cotgen.toml, or a new name for PATH).")] = None,
     scheme: Annotated[str | None, typer.Option("--scheme", help="Label scheme of the raw labels.")] = None,
     column_map: Annotated[str | None, typer.Option("--map", help="Column mapping, e.g. query=search_term,title=product_title,label=grade,id=row_id.")] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Text encoding, e.g. latin-1.")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="csv | tsv | parquet | jsonl (default: from the extension).")] = None,
+    fmt: Annotated[Literal["csv", "tsv", "parquet", "jsonl"] | None, typer.Option("--format", help="Default: from the extension.")] = None,
     strip_html: Annotated[bool | None, typer.Option("--strip-html/--keep-html", help="Strip tags and decode entities.")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Send bad rows to a rejects file instead of stopping.")] = False,
+    as_new_source: Annotated[bool, typer.Option("--as-new-source", help="Ingest a file already in the store under another source name again, as this source.")] = False,
     workspace: WorkspaceOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
-    """Add labelled pairs to the store. Re-ingesting a file adds nothing; a bad row stops with file:row: field: reason."""
+    """Add labelled pairs to the store. Re-ingesting a file adds nothing; a bad row stops with file:row: field: reason.
+
+    A new file is recorded in cotgen.toml as a [[sources]] entry, so `cotgen run` ingests it too.
+    """
     ws = open_workspace(workspace)
-    if path is None and source is None:
-        if not ws.config.sources:
-            raise CotgenError("no sources configured in cotgen.toml; pass a PATH")
-        sources = ws.config.sources
-    else:
-        known = {s.name: s for s in ws.config.sources}
-        name = source or (path.stem if path else "")
-        if path is None and name not in known:
-            raise CotgenError(f"unknown source '{name}'; configured: {', '.join(known) or 'none'}")
-        base = known.get(name) or SourceConfig(name=name, path=str(path))
-        overrides = {k: v for k, v in {
-            "path": str(path.resolve()) if path else None, "scheme": scheme, "encoding": encoding,
-            "format": fmt, "strip_html": strip_html,
-        }.items() if v is not None}
-        overrides["columns"] = parse_column_map(column_map, base.columns)
-        sources = [SourceConfig.model_validate({**base.model_dump(), **overrides})]
-        ws.config.scheme(sources[0].scheme)
-    reports = ingest_sources(ws, sources, skip_bad)
+    recorded = None
+    with ProgressDisplay(quiet=as_json) as show:
+        if path is None and source is None:
+            if not ws.config.sources:
+                raise CotgenError("no sources configured in cotgen.toml; pass a PATH")
+            reports = ingest_sources(ws, ws.config.sources, skip_bad, as_new_source=as_new_source, report=show)
+            payload = [r.to_dict() for r in reports]
+        else:
+            base = cli_source(ws, path, source)
+            src = merge_overrides(
+                base, "ingest", path=str(path.resolve()) if path else None, scheme=scheme, encoding=encoding,
+                format=fmt, strip_html=strip_html, skip_bad=skip_bad or None,
+                columns=parse_column_map(column_map, base.columns),
+            )
+            done = ingest_file(ws, src, skip_bad, as_new_source=as_new_source, report=show)
+            reports, payload, recorded = [done.report], [done.to_dict()], done.recorded_in
     if as_json:
-        emit_json([r.to_dict() for r in reports])
+        emit_json(payload)
         return
     for r in reports:
         print_report(r)
+    if recorded:
+        console.print(f"recorded as source '{reports[0].source}' in {recorded} (`cotgen run` ingests it)")
 
 
 def status_command(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
     """Pairs by source and label, runs, samples, reviews and dataset versions."""
-    ws = open_workspace(workspace)
-    if not ws.store_path.exists():
-        raise CotgenError(f"{ws.store_path}: no store yet; run `cotgen ingest` first")
-    with open_store(ws, read_only=True) as store:
-        status = workspace_status(store)
+    status = store_status(open_workspace(workspace))
     if as_json:
         emit_json(status)
         return
@@ -99,18 +94,3 @@ def status_command(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False
     console.print(table("reviews", ["annotator", "decisions"], [[r["annotator"], r["decisions"]] for r in status["reviews"]]))
     console.print(table("datasets", ["name", "version", "hash"],
                         [[r["name"], f"v{r['version']}", r["content_hash"][:12]] for r in status["datasets"]]))
-
-
-class IngestStage:
-    name = "ingest"
-
-    def run(self, ws: Workspace) -> dict:
-        if not ws.config.sources:
-            raise CotgenError("stage ingest: no [[sources]] in cotgen.toml")
-        reports = ingest_sources(ws, ws.config.sources, skip_bad=False)
-        for r in reports:
-            print_report(r)
-        return {"added": sum(r.added for r in reports), "sources": len(reports)}
-
-
-STAGES = [IngestStage()]

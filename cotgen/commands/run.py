@@ -18,6 +18,7 @@ from schemas.errors import CotgenError
 
 # How each stage's result is shown; a stage with no entry shows nothing but its JSON line.
 RENDERERS: dict[str, Callable[[Any], None]] = {
+    "ingest": ingest.render_ingest,
     "index": index.render_index,
     "generate": generate.render_stage,
     "curate": curate.render_curate,
