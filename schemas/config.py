@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import codecs
 import sys
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from schemas.datasets import check_dataset_name
-from schemas.errors import CotgenError, require_file
+from schemas.errors import CotgenError, read_text, require_file
 from schemas.labels import BUILTIN_SCHEMES, LabelScheme, resolve_scheme
 
 if sys.version_info >= (3, 11):
@@ -50,6 +53,18 @@ class SourceConfig(Section):
     strip_html: bool = False
     skip_bad: bool = Field(default=False, description="send bad rows to a rejects file instead of stopping")
     columns: ColumnMap = Field(default_factory=ColumnMap)
+
+    @field_validator("encoding")
+    @classmethod
+    def _text_encoding(cls, v: str) -> str:
+        try:
+            codec = codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding '{v}'") from None
+        # rot13, base64, zlib ... are codecs too, but they do not turn bytes into text.
+        if not getattr(codec, "_is_text_encoding", True):
+            raise ValueError(f"'{v}' is not a text encoding (e.g. utf-8, latin-1, cp1252, utf-16)")
+        return v
 
 
 class IndexConfig(Section):
@@ -95,6 +110,19 @@ class BackendConfig(Section):
     device: str = "cpu"  # transformers backend: cpu, cuda, cuda:0, mps
     threads: int = Field(default=0, ge=0)  # transformers backend: torch CPU threads (0: torch's default)
     engine_args: dict[str, str | int | float | bool] = Field(default_factory=dict)  # vllm backend: LLM(**engine_args)
+
+    @field_validator("base_urls")
+    @classmethod
+    def _no_credentials(cls, urls: list[str]) -> list[str]:
+        # A key in a URL would be stored with the run's parameters; keys come from the environment only.
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.username is not None or parts.password is not None:
+                shown = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+                raise PydanticCustomError(
+                    "url_credentials", "{url} holds credentials; put the key in the environment variable that "
+                    "api_key_env names instead", {"url": shown})
+        return urls
 
 
 class JudgeConfig(BackendConfig):
@@ -277,7 +305,7 @@ def _describe(err: dict) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-    elif "input" in err and err["type"] != "missing":
+    elif "input" in err and err["type"] not in ("missing", "url_credentials"):
         msg = f"{msg}, got {err['input']!r}"
     return f"{key}: {msg}"
 
@@ -305,4 +333,4 @@ def parse_config(text: str, origin: str = CONFIG_FILE) -> CotgenConfig:
 
 def load_config(path: Path) -> CotgenConfig:
     require_file(path, "; run `cotgen init` to create a workspace")
-    return parse_config(path.read_text(encoding="utf-8"), origin=str(path))
+    return parse_config(read_text(path), origin=str(path))

@@ -646,14 +646,13 @@ def template(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pat
 # Cases whose fix has not landed yet, by issue 18 item; each must fail until it is fixed (strict).
 PENDING = {
     1: ["ingest-latin1-read-as-utf16", "ingest-encoding-rot13", "ingest-encoding-base64", "ingest-symlink-loop",
-        "ingest-format-xls", "config-latin1-byte", "review-import-latin1", "review-gold-latin1",
+        "ingest-format-xls", "review-import-latin1", "review-gold-latin1",
         "review-export-to-a-directory", "review-export-to-a-proc-file", "review-export-into-read-only-folder",
         "export-read-only-workspace", "ingest-full-disk", "status-truncated-store", "status-store-not-duckdb",
         "ingest-truncated-store"],
     4: ["ingest-ragged-row", "ingest-bare-cr-line-endings", "ingest-unclosed-quote", "ingest-parquet-list-column",
         "ingest-binary-named-csv", "ingest-utf16-without-encoding", "review-gold-unknown-pair-names-file-line",
         "review-gold-bad-label"],
-    5: ["config-credentials-in-base-url", "generate-credentials-in-base-url-option"],
 }
 _PENDING = {name: item for item, names in PENDING.items() for name in names}
 
