@@ -119,9 +119,9 @@ def main() -> None:
 
     from training.sft import train_sft
 
-    cfg = SFTTrainConfig(learning_rate=args.learning_rate, batch_size=args.batch_size, grad_accum=1, max_steps=100_000,
-                         max_length=args.max_length, save_steps=100_000, logging_steps=10, warmup=10,
-                         time_budget_s=args.budget_min * 60)
+    cfg = SFTTrainConfig(learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
+                         gradient_accumulation_steps=1, max_steps=100_000, max_length=args.max_length,
+                         save_steps=100_000, logging_steps=10, warmup_steps=10, time_budget_s=args.budget_min * 60)
     out = workdir / "ws" / "runs" / "crowdflower-sft"
     started = time.monotonic()
     result = train_sft(version, MODEL, out, cfg)

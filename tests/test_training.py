@@ -88,7 +88,8 @@ def test_resume_continues_from_the_last_checkpoint(ws: Workspace, sft_run: dict)
 
     out = Path(sft_run["output_dir"])
     version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
-    cfg = SFTTrainConfig(max_steps=2, batch_size=2, grad_accum=1, max_length=160, save_steps=100)
+    cfg = SFTTrainConfig(max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_length=160,
+                         save_steps=100)
     half_saved = out / "checkpoint-5"  # what a kill during a checkpoint save leaves: weights, no trainer state
     half_saved.mkdir()
     shutil.copy(out / "checkpoint-1" / "config.json", half_saved / "config.json")
@@ -145,13 +146,14 @@ def test_eval_cli_label_prob_with_cumpt(ws: Workspace, sft_run: dict) -> None:
 
 
 def test_train_and_eval_stages(ws: Workspace, sft_run: dict) -> None:
-    from cotgen.commands.run import STAGES
+    from cotgen.app.pipeline import stages
+    from cotgen.app.progress import silent
 
     training = ws.config.training.model_copy(update={"max_steps": 1, "eval_limit": 2})
     ws = Workspace(ws.root, ws.config.model_copy(update={"training": training}))  # as if cotgen.toml said so
-    train = STAGES["train"].run(ws)
+    train = stages()["train"].run(ws, silent).to_dict()
     assert train["skipped"] is True  # [training].max_steps = 1 and the run on this version is done
-    evaluated = STAGES["eval"].run(ws)
+    evaluated = stages()["eval"].run(ws, silent).to_dict()
     assert evaluated["model"] == str(ws.runs_dir / "relevance-sft")
     assert evaluated["rows"] == min(2, len(eval_rows(open_version(ws.datasets_dir, DatasetRef("relevance")), "test", None)))
     assert Path(evaluated["files"]["metrics"]).exists()
@@ -162,8 +164,8 @@ def test_dpo_with_lora_a_step(ws: Workspace) -> None:
 
     version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
     out = ws.runs_dir / "dpo-lora"
-    cfg = DPOTrainConfig(max_steps=1, batch_size=1, grad_accum=1, max_length=160, lora=True, save_steps=100,
-                         logging_steps=1)
+    cfg = DPOTrainConfig(max_steps=1, per_device_train_batch_size=1, gradient_accumulation_steps=1, max_length=160,
+                         lora=True, save_steps=100, logging_steps=1)
     result = train_dpo(version, "bundled:smollm2-135m-instruct", out, cfg)
     assert result.global_step == 1
     assert (out / "adapter" / "adapter_config.json").exists()
@@ -178,8 +180,8 @@ def test_grpo_with_lora_a_step_with_label_format_and_step_rewards(ws: Workspace)
 
     version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
     out = ws.runs_dir / "grpo"
-    cfg = GRPOTrainConfig(max_steps=1, batch_size=2, group_size=2, max_completion_length=8, beta=0.0, max_length=160,
-                          save_steps=100, logging_steps=1, lora=True)
+    cfg = GRPOTrainConfig(max_steps=1, per_device_train_batch_size=2, num_generations=2, max_completion_length=8,
+                          beta=0.0, max_length=160, save_steps=100, logging_steps=1, lora=True)
     result = train_grpo(version, "bundled:smollm2-135m-instruct", out, cfg)
     assert result.global_step == 1
     manifest = json.loads((out / "run_manifest.json").read_text())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers_training import crowdflower_pairs, split_by_query, write_export
 
-from cotgen.commands.train import build_config
+from cotgen.app.train import build_config
 from schemas.datasets import DatasetRef
 from schemas.errors import CotgenError
 from training.data import open_version, training_columns
@@ -81,14 +81,47 @@ def test_build_config_overrides() -> None:
 
 
 def test_trl_arguments_on_cpu(tmp_path: Path) -> None:
-    from training.configs import DPOTrainConfig, GRPOTrainConfig, SFTTrainConfig
-    from training.trl_args import dpo_args, grpo_args, sft_args
+    from trl import DPOConfig, GRPOConfig, SFTConfig
 
-    sft = sft_args(SFTTrainConfig(max_steps=5), tmp_path)
+    from training.configs import DPOTrainConfig, GRPOTrainConfig, SFTTrainConfig
+    from training.grpo import grpo_args
+    from training.runner import trainer_args
+
+    sft = trainer_args(SFTTrainConfig(max_steps=5), tmp_path)
+    assert isinstance(sft, SFTConfig) and sft.output_dir == str(tmp_path)
     assert (sft.bf16, sft.use_cpu, sft.max_steps, sft.completion_only_loss) == (False, True, 5, True)
     assert sft.gradient_checkpointing is False and sft.report_to == []
-    dpo = dpo_args(DPOTrainConfig(), tmp_path)
+    dpo = trainer_args(DPOTrainConfig(), tmp_path)
+    assert isinstance(dpo, DPOConfig)
     assert dpo.beta == 0.1 and dpo.loss_type == ["sigmoid"]
     grpo = grpo_args(GRPOTrainConfig(), tmp_path, [1.0, 0.2])
+    assert isinstance(grpo, GRPOConfig)
     assert (grpo.num_generations, grpo.temperature, grpo.beta, grpo.epsilon) == (8, 1.0, 0.04, 0.2)
     assert grpo.reward_weights == [1.0, 0.2]
+
+
+def test_overrides_from_yaml_then_set_typed_by_hf_argparser(tmp_path: Path) -> None:
+    """--config FILE.yaml, then --set on top; TRL's names and cotgen's short ones; errors name the source."""
+    from training.configs import GRPOTrainConfig
+    from training.grpo import grpo_train_set
+
+    config = tmp_path / "grpo.yaml"
+    config.write_text("learning_rate: 3.0e-6\nbatch_size: 4\ngroup_size: 2\nlora_target_modules: [q_proj]\n"
+                      "scale_rewards: none\nlogging_steps: 1\n", encoding="utf-8")
+    cfg = build_config("grpo", None, False, ["per_device_train_batch_size=6", "group_size=3"], config)
+    assert (cfg.learning_rate, cfg.per_device_train_batch_size, cfg.num_generations) == (3e-6, 6, 3)
+    assert (cfg.lora_target_modules, cfg.scale_rewards, cfg.logging_steps) == (["q_proj"], "none", 1)
+    assert cfg.to_dict()["group_size"] == 3 and cfg.to_dict()["num_generations"] == 3
+    assert build_config("sft", None, False, ["gradient_checkpointing=false"]).gradient_checkpointing is False
+    (tmp_path / "bad.yaml").write_text("learning_rate: fast\n", encoding="utf-8")
+    with pytest.raises(CotgenError, match=r"bad.yaml: learning_rate=fast: expected float"):
+        build_config("sft", None, False, None, tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n", encoding="utf-8")
+    with pytest.raises(CotgenError, match="expected a mapping"):
+        build_config("sft", None, False, None, tmp_path / "list.yaml")
+    with pytest.raises(CotgenError, match="did you mean grad_accum"):
+        build_config("sft", None, False, ["grad_acum=2"])
+    with pytest.raises(CotgenError, match="must be divisible by num_generations"):
+        build_config("grpo", None, False, ["batch_size=8", "group_size=3"])
+    with pytest.raises(CotgenError, match="reward_weights: set label_weight"):
+        grpo_train_set(None, GRPOTrainConfig(reward_weights=[1.0]))  # type: ignore[arg-type]

@@ -1,78 +1,210 @@
-"""One config dataclass per trainer, with TaoSR-style defaults (training.trl_args turns them into TRL's configs).
+"""One config per trainer: TRL's own config dataclass plus cotgen's fields, with TaoSR-style defaults.
 
-TaoSR1 publishes its recipe (SFT on accepted CoT, DPO on pass@N pairs, GRPO with a correctness
-reward on difficulty-filtered, label-balanced prompts) but not every hyperparameter; where it is
-silent the defaults follow the common practice of the papers TRL cites (noted per field).
+TaoSR1 publishes its recipe (SFT on accepted CoT, DPO on pass@N pairs, GRPO with a correctness reward on
+difficulty-filtered, label-balanced prompts) but not every hyperparameter; where it is silent the defaults
+follow the common practice of the papers TRL cites (said in each field's help). Overrides (`--set key=value`,
+`--config FILE.yaml`, `[training].overrides`) are parsed by transformers' HfArgumentParser against these
+dataclasses; cotgen's short names (`batch_size`, `grad_accum`, `epochs`, `warmup`, `group_size`) are argparse
+aliases of TRL's fields.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import argparse
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+import torch
+from transformers import HfArgumentParser
+from transformers.training_args import SaveStrategy
+from trl import DPOConfig, GRPOConfig, SFTConfig
+
+from schemas.errors import CotgenError
+
+GPU = torch.cuda.is_available()
+# CPU bf16 autocast is slow and lossy for tiny models: fp32 there, bf16 where the GPU supports it.
+BF16 = bool(GPU and torch.cuda.is_bf16_supported())
+
+
+def _f(default: Any, help: str, alias: str | None = None, factory: Any = None) -> Any:
+    """A field with argparse help (and an alias: cotgen's name for a TRL field)."""
+    metadata: dict[str, Any] = {"help": help}
+    if alias:
+        metadata["aliases"] = [f"--{alias}"]
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
-class TrainConfig:
-    """What every trainer shares. `max_steps` > 0 overrides `epochs`."""
+class CotgenFields:
+    """cotgen's fields of every trainer, and the TRL defaults it changes for all three."""
 
-    learning_rate: float = 1e-5
-    epochs: float = 2.0  # TaoSR1 SFT: a couple of passes over the accepted CoT
-    max_steps: int = -1
-    batch_size: int = 4  # per device
-    grad_accum: int = 4
-    warmup: float = 0.05  # a float in [0, 1) is a share of the steps, an integer a step count
-    weight_decay: float = 0.0
-    max_length: int = 1024  # SFT/DPO: prompt + answer tokens, longer rows truncated (GRPO: max_completion_length)
-    seed: int = 0
-    logging_steps: int = 10
-    save_steps: int = 200  # a checkpoint every N steps is what a re-run resumes from
-    save_total_limit: int = 2
-    gradient_checkpointing: bool = False  # saves memory on big models; only slows small ones
-    time_budget_s: float | None = None  # stop (and save) after the step that crosses this many seconds
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    learning_rate: float = _f(1e-5, "Peak learning rate (AdamW).")
+    num_train_epochs: float = _f(2.0, "Passes over the train split; TaoSR1 SFT makes a couple. max_steps > 0 wins.",
+                                 "epochs")
+    per_device_train_batch_size: int = _f(4, "Rows per device step (GRPO: completions, a multiple of group_size).",
+                                          "batch_size")
+    gradient_accumulation_steps: int = _f(4, "Device steps per optimiser step.", "grad_accum")
+    warmup_steps: float = _f(0.05, "Linear warmup: a float in [0, 1) is a share of the steps, an integer a count.",
+                             "warmup")
+    max_length: int | None = _f(1024, "SFT/DPO: prompt + answer tokens, longer rows truncated. GRPO ignores it "
+                                "(max_completion_length caps its rollouts); accepted so shared overrides apply.")
+    seed: int = _f(0, "Random seed (data order, sampling, LoRA init).")
+    logging_steps: float = _f(10, "Log the loss every N optimiser steps.")
+    save_strategy: SaveStrategy | str = _f("steps", "When to checkpoint: 'steps' (every save_steps), 'epoch', 'no'.")
+    save_steps: float = _f(200, "A checkpoint every N steps is what a re-run resumes from.")
+    save_total_limit: int | None = _f(2, "Keep at most this many checkpoints (older ones are deleted).")
+    activation_checkpointing: bool | None = _f(None, "Recompute activations to save memory; helps big models, only "
+                                               "slows small ones (unset: off).")
+    gradient_checkpointing: bool | None = _f(None, "transformers' deprecated name of activation_checkpointing.")
+    bf16: bool | None = _f(BF16, "bf16 mixed precision: on by default on a bf16-capable GPU, off on CPU (fp32).")
+    use_cpu: bool = _f(not GPU, "Train on the CPU (the default when no GPU is visible).")
+    report_to: None | str | list[str] = _f("none", "Logging integrations (wandb, tensorboard, ...); none by default.")
+    disable_tqdm: bool | None = _f(True, "TRL's tqdm bars off: cotgen shows its own progress.")
+    time_budget_s: float | None = _f(None, "Stop (and save) after the step that crosses this many seconds.")
+    lora: bool = _f(False, "Train LoRA adapters (peft); the run directory holds the merged model and adapter/.")
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA scaling numerator (alpha / r scales the update).")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input.")
+    lora_target_modules: list[str] = _f(None, "Modules that get adapters (comma-separated with --set).",
+                                        factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    @property
+    def batch_size(self) -> int:
+        return self.per_device_train_batch_size
+
+    @property
+    def grad_accum(self) -> int:
+        return self.gradient_accumulation_steps
+
+    def aliases(self) -> dict[str, str]:
+        """cotgen's short name -> TRL's field, as declared in the fields' metadata."""
+        return {a.removeprefix("--"): f.name for f in fields(self) for a in f.metadata.get("aliases", [])}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """TRL's serialisation plus cotgen's short names, so a run manifest answers to either."""
+        out = super().to_dict()  # type: ignore[misc]
+        return {**out, **{alias: out[name] for alias, name in self.aliases().items()}}
 
 
 @dataclass
-class SFTTrainConfig(TrainConfig):
+class SFTTrainConfig(CotgenFields, SFTConfig):
     """Stage 1: supervised fine-tuning on accepted CoT; loss on the answer only."""
 
-    completion_only_loss: bool = True
+    completion_only_loss: bool | None = _f(True, "Loss on the answer tokens only, not the prompt.")
 
 
 @dataclass
-class DPOTrainConfig(TrainConfig):
+class DPOTrainConfig(CotgenFields, DPOConfig):
     """Stage 2: DPO on (correct own sample, wrong own sample) pairs from pass@N."""
 
-    learning_rate: float = 5e-7  # DPO moves a tuned model; small steps as in the DPO/Zephyr recipes
-    epochs: float = 1.0
-    beta: float = 0.1  # DPO's KL strength (the paper's default)
-    loss_type: str = "sigmoid"
+    learning_rate: float = _f(5e-7, "DPO moves a tuned model: small steps, as in the DPO/Zephyr recipes.")
+    num_train_epochs: float = _f(1.0, "Passes over the preference pairs.", "epochs")
+    beta: float = _f(0.1, "DPO's KL strength (the DPO paper's default).")
 
 
 @dataclass
-class GRPOTrainConfig(TrainConfig):
+class GRPOTrainConfig(CotgenFields, GRPOConfig):
     """Stage 3: GRPO on prompts with 0 < c < gamma*G correct rollouts; reward = label correctness + format."""
 
-    learning_rate: float = 1e-6
-    epochs: float = 1.0
-    batch_size: int = 8  # completions per device step; a multiple of group_size
-    grad_accum: int = 1
-    group_size: int = 8  # G rollouts per prompt (TaoSR1 samples a group per query to estimate advantage)
-    temperature: float = 1.0  # sample at the policy's own distribution, as pass@N does
-    top_p: float = 1.0
-    beta: float = 0.04  # KL coefficient to the reference model (DeepSeekMath GRPO); 0 skips the reference
-    epsilon: float = 0.2  # PPO-style clip
-    max_completion_length: int = 384
-    partial_credit: float = 0.0  # reward for an adjacent grade; 0 = exact match only, as TaoSR1
-    label_weight: float = 1.0
-    format_weight: float = 0.2
-    step_weight: float = 0.5  # TaoSR-SHE step reward; used only when the version has a `steps` set
-    loss_type: str = "grpo"
-    scale_rewards: str = "group"
+    learning_rate: float = _f(1e-6, "RL on a tuned model: small steps (DeepSeekMath GRPO).")
+    num_train_epochs: float = _f(1.0, "Passes over the prompts.", "epochs")
+    per_device_train_batch_size: int = _f(8, "Completions per device step; a multiple of group_size.", "batch_size")
+    gradient_accumulation_steps: int = _f(1, "Device steps per optimiser step.", "grad_accum")
+    num_generations: int | None = _f(8, "G rollouts per prompt (TaoSR1 samples a group per query to estimate the "
+                                     "advantage).", "group_size")
+    temperature: float = _f(1.0, "Sample at the policy's own distribution, as pass@N does.")
+    top_p: float = _f(1.0, "Nucleus sampling; 1 keeps the whole distribution.")
+    beta: float = _f(0.04, "KL coefficient to the reference model (DeepSeekMath GRPO); 0 skips the reference.")
+    epsilon: float = _f(0.2, "PPO-style clip.")
+    max_completion_length: int | None = _f(384, "Rollout length cap in tokens.")
+    loss_type: str = _f("grpo", "TRL's loss formulation; 'grpo' normalises per sequence as DeepSeekMath does.")
+    scale_rewards: str = _f("group", "Advantage scaling: 'group' std (GRPO), 'batch' or 'none' (Dr. GRPO).")
+    partial_credit: float = _f(0.0, "Reward for an adjacent grade; 0 = exact match only, as TaoSR1.")
+    label_weight: float = _f(1.0, "Weight of the label-correctness reward.")
+    format_weight: float = _f(0.2, "Weight of the answer-format reward.")
+    step_weight: float = _f(0.5, "Weight of TaoSR-SHE's step reward (offline verifier); used only when the version "
+                            "has a `steps` set.")
+
+    @property
+    def group_size(self) -> int:
+        return int(self.num_generations or 0)
+
+
+C = TypeVar("C", bound=CotgenFields)
+
+
+class _ParseError(Exception):
+    pass
+
+
+class _Parser(HfArgumentParser):
+    """HfArgumentParser that raises instead of printing usage and exiting."""
+
+    def error(self, message: str) -> Any:
+        raise _ParseError(message)
+
+
+def _tokens(name: str, value: Any, action: argparse.Action) -> list[str]:
+    """One override as argv tokens; list fields take a list or comma-separated text."""
+    if action.nargs == "+":
+        items = value if isinstance(value, list) else [p.strip() for p in str(value).split(",") if p.strip()]
+        return [f"--{name}", *(str(v) for v in items)]
+    if isinstance(value, bool):
+        value = str(value).lower()
+    elif isinstance(value, dict):
+        value = json.dumps(value)  # TRL's dict fields (model_init_kwargs, ...) take JSON text
+    return [f"--{name}={value}"]
+
+
+def _trl_base(cls: type) -> type:
+    return next(b for b in cls.__mro__ if b.__module__.startswith("trl."))
+
+
+def _readable(message: str) -> str:
+    """argparse's 'argument --x/--y: invalid int value: 'many'' as 'expected int'."""
+    head, _, detail = message.partition(": ")
+    if detail.startswith("invalid ") and " value: " in detail:
+        return "expected " + detail.removeprefix("invalid ").split(" value: ")[0]
+    return detail or head
+
+
+def parse_config(cls: type[C], sources: list[tuple[str, Mapping[str, Any]]]) -> C:
+    """`cls` with each source's {field: value} applied in order (later wins), typed by HfArgumentParser.
+
+    `where` of each source names it in errors ("--set", a YAML path, "cotgen.toml [training].overrides").
+    """
+    parser = _Parser(cls, allow_abbrev=False)
+    actions = {opt.lstrip("-").replace("-", "_"): a for a in parser._actions for opt in a.option_strings}
+    argv: list[str] = []
+    nulls: dict[str, None] = {}
+    for where, items in sources:
+        for key, value in items.items():
+            name = key.strip().replace("-", "_")
+            action = actions.get(name)
+            if action is None or action.dest == "help":
+                close = difflib.get_close_matches(name, list(actions), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise CotgenError(f"{where} {key}={value}: expected FIELD=VALUE with FIELD one of {cls.__name__}'s "
+                                  f"fields (TRL's {_trl_base(cls).__name__} plus cotgen's, training/configs.py){hint}")
+            if value is None:
+                nulls[action.dest] = None
+                continue
+            tokens = _tokens(name, value, action)
+            try:
+                parser.parse_args(tokens)
+            except _ParseError as e:
+                raise CotgenError(f"{where} {key}={value}: {_readable(str(e))}") from None
+            nulls.pop(action.dest, None)
+            argv += tokens
+    values = {**vars(parser.parse_args(argv)), **nulls}
+    try:
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.init and f.name in values})
+    except (ValueError, TypeError) as e:
+        where = ", ".join(w for w, items in sources if items) or "defaults"
+        raise CotgenError(f"{cls.__name__} ({where}): {str(e).splitlines()[0]}") from None
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import platform
 import time
 from collections.abc import Callable
@@ -16,14 +17,12 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl.trainer.callbacks import RichProgressCallback
 
 from schemas.errors import CotgenError
 from schemas.models import resolve_model
-from training.configs import TrainConfig
+from training.configs import CotgenFields
 from training.data import ExportedVersion
 from training.manifest import read_run_manifest, write_run_manifest
-from training.trl_args import precision
 
 ADAPTER_DIR = "adapter"
 
@@ -60,18 +59,39 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def model_init_kwargs() -> dict[str, Any]:
-    """Weights in bf16 on a bf16-capable GPU, fp32 on CPU."""
-    return {"dtype": torch.bfloat16 if precision()["bf16"] else torch.float32}
+def model_init_kwargs(cfg: CotgenFields) -> dict[str, Any]:
+    """Weights in bf16 when training in bf16, else fp32."""
+    return {"dtype": torch.bfloat16 if cfg.bf16 else torch.float32}
 
 
-def lora_config(cfg: TrainConfig) -> Any:
+def trainer_args(cfg: CotgenFields, output_dir: Path) -> Any:
+    """A copy of the config pointed at the run directory (the caller's config stays as given)."""
+    args = copy.copy(cfg)
+    args.output_dir = str(output_dir)
+    args.model_init_kwargs = model_init_kwargs(cfg)
+    return args
+
+
+def lora_config(cfg: CotgenFields) -> Any:
     if not cfg.lora:
         return None
     from peft import LoraConfig
 
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+
+
+class StepProgress(TrainerCallback):
+    """Calls `on_step(global_step, max_steps)` after each optimiser step (and once at the start)."""
+
+    def __init__(self, on_step: Callable[[int, int], None]) -> None:
+        self.on_step = on_step
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.on_step(state.global_step, state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.on_step(state.global_step, state.max_steps)
 
 
 class TimeBudget(TrainerCallback):
@@ -125,10 +145,11 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
 
 
 BuildTrainer = Callable[[str, PreTrainedTokenizerBase, Any], Trainer]
+OnStep = Callable[[int, int], None]
 
 
-def run_training(kind: str, version: ExportedVersion, model_ref: str, output_dir: Path, cfg: TrainConfig,
-                 build: BuildTrainer, extra: dict[str, Any] | None = None, progress: bool = False) -> RunResult:
+def run_training(kind: str, version: ExportedVersion, model_ref: str, output_dir: Path, cfg: CotgenFields,
+                 build: BuildTrainer, extra: dict[str, Any] | None = None, on_step: OnStep | None = None) -> RunResult:
     """Build a trainer, resume from the last checkpoint in output_dir if any, train, save, write the manifest."""
     _check_same_data(output_dir, kind, version)
     model_path = resolve_model(model_ref)
@@ -146,7 +167,7 @@ def run_training(kind: str, version: ExportedVersion, model_ref: str, output_dir
         "toolkit_version": _version("cotgen"),
         "versions": {p: _version(p) for p in ("trl", "transformers", "torch", "peft", "datasets")},
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "precision": "bf16" if precision()["bf16"] else "fp32",
+        "precision": "bf16" if cfg.bf16 else "fp32",
         "python": platform.python_version(),
         "status": "running",
         "started_at": _now(),
@@ -154,8 +175,8 @@ def run_training(kind: str, version: ExportedVersion, model_ref: str, output_dir
     write_run_manifest(output_dir, manifest)
     trainer = build(model_path, tokenizer, lora_config(cfg))
     trainer.remove_callback(PrinterCallback)  # it prints raw dicts to stdout, which would break --json
-    if progress:
-        trainer.add_callback(RichProgressCallback())
+    if on_step:
+        trainer.add_callback(StepProgress(on_step))
     if cfg.time_budget_s:
         trainer.add_callback(TimeBudget(cfg.time_budget_s))
     resume = last_complete_checkpoint(output_dir)

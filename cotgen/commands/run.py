@@ -23,6 +23,8 @@ RENDERERS: dict[str, Callable[[Any], None]] = {
     "generate": generate.render_stage,
     "curate": curate.render_curate,
     "export": curate.render_export,
+    "train": train.render_train_stage,
+    "eval": train.render_eval_stage,
 }
 
 
