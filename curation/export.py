@@ -60,7 +60,8 @@ FINAL_COLUMNS = {
     "dpo": ["prompt", "chosen", "rejected", "pair_id", "query_id", "label", "chosen_from", "chosen_sample_id",
             "rejected_sample_id", "difficulty", "stage"],
     "grpo": ["prompt", "label", "difficulty", "scheme", "pair_id", "query_id", "stage", "n", "c"],
-    "steps": ["prompt", "completions", "labels", "pair_id", "query_id", "label", "sample_id", "difficulty", "stage"],
+    "steps": ["prompt", "completions", "labels", "label_sources", "pair_id", "query_id", "label", "sample_id", "difficulty",
+              "stage"],
 }
 MESSAGE_COLUMNS = ("completion", "chosen", "rejected")
 # Every row the selections left out, with its reason; informative only, so outside the content hash.

@@ -13,7 +13,8 @@ KIND_TEXT = {
     "dpo": "stage 2 DPO: conversational `prompt`/`chosen`/`rejected` from the policy's own right and wrong answers "
            "(teacher CoT as `chosen` where all answers were wrong)",
     "grpo": "stage 3 GRPO: `prompt` with the gold `label` for the reward, kept where 0 < c < gamma*n, class-balanced",
-    "steps": "step labels: `prompt`, `completions` (the CoT steps) and `labels` (one bool per step) from reviews",
+    "steps": "step labels: `prompt`, `completions` (the CoT steps), `labels` (one bool per step) and `label_sources` "
+             "(human: a reviewer's mark or accept; judge: the step judge's verdict, used where no human labelled the step)",
 }
 # What each reason in dropped.parquet means; the card defines every reason it counts.
 REASON_TEXT = {
@@ -30,7 +31,7 @@ REASON_TEXT = {
     "all_wrong": "no answer of the pair was right (c = 0): a GRPO group with no signal",
     "too_easy": "c >= gamma * n: above the GRPO window",
     "no_chosen": "wrong answers, no clean right one, and no teacher answer to stand in",
-    "steps_unlabelled": "some step has no reviewer mark and the sample was not accepted",
+    "steps_unlabelled": "some step has no reviewer mark or judge verdict and the sample was not accepted",
 }
 
 

@@ -1,4 +1,10 @@
-"""Per-step labels (TaoSR-SHE's offline verifier) from reviewers' step marks: prompt, completions, labels."""
+"""Per-step labels (TaoSR-SHE's hybrid): prompt, completions, labels, label_sources (human | judge per step).
+
+A step's label: the reviewer's mark; else, when a reviewer accepted or edited the sample, correct (the
+reviewer vouches for it); else the step judge's latest verdict (view hybrid_step_labels); else none, and a
+sample with an unlabelled step is no row. Humans win over the judge; an edited sample's steps are the
+reviewer's text, which the judge never saw, so the vouching covers them all.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +17,13 @@ from curation.selection import SelectionContext, record_dropped, registered, ste
 from schemas.answer import STEP_TITLES
 from schemas.sample import Step
 
-# An accepted or edited sample vouches for the steps nobody marked; otherwise every step needs a mark.
+# An accepted or edited sample vouches for the steps nobody marked; otherwise every step needs a mark or a verdict.
 VOUCHING = ("accept", "edit")
+HUMAN, JUDGE = "human", "judge"
 ROWS_SCHEMA = pa.schema([
     ("pair_id", pa.string()), ("query_id", pa.string()), ("label", pa.string()), ("sample_id", pa.string()),
-    ("completions", pa.list_(pa.string())), ("labels", pa.list_(pa.bool_())), ("draw", pa.uint64()),
+    ("completions", pa.list_(pa.string())), ("labels", pa.list_(pa.bool_())), ("label_sources", pa.list_(pa.string())),
+    ("draw", pa.uint64()),
 ])
 
 
@@ -26,28 +34,41 @@ def step_line(position: int, step: Step) -> str:
     return f"{position}. {title}: {step.text.strip()}"
 
 
-def step_labels(n_steps: int, marks: list[dict], decision: str | None) -> list[bool] | None:
-    """Per-step labels (step_index is 0-based), or None when some step has no label."""
-    marked = {m["i"]: m["ok"] for m in marks if m["i"] is not None and m["ok"] is not None}
-    default = True if decision in VOUCHING else None
-    labels = [marked.get(i, default) for i in range(n_steps)]
-    return None if any(v is None for v in labels) else [bool(v) for v in labels]
+def step_labels(n_steps: int, marks: list[dict], decision: str | None) -> tuple[list[bool], list[str]] | None:
+    """(label, source) per step (step_index is 0-based) by the module's precedence; None when a step has none.
+
+    `marks` are hybrid_step_labels rows: {i, ok, source}, a human mark or else the judge's verdict.
+    """
+    found = {m["i"]: (bool(m["ok"]), m["source"]) for m in marks if m["i"] is not None and m["ok"] is not None}
+    labelled = []
+    for i in range(n_steps):
+        mark = found.get(i)
+        if mark is not None and mark[1] == HUMAN:
+            labelled.append(mark)
+        elif decision in VOUCHING:
+            labelled.append((True, HUMAN))
+        elif mark is not None:
+            labelled.append(mark)
+        else:
+            return None
+    return [ok for ok, _ in labelled], [source for _, source in labelled]
 
 
 def select_steps(ctx: SelectionContext) -> dict[str, Any]:
-    """Fill rows_steps; returns how many marked samples became rows and how many lacked labels."""
+    """Fill rows_steps; returns how many samples had a mark or a verdict, became rows, or lacked labels."""
     cols: dict[str, list] = {name: [] for name in ROWS_SCHEMA.names}
     incomplete: list[tuple[str, str]] = []
     candidates = ctx.store.rows(sql("steps.candidates"))
     for sample_id, pair_id, query_id, gold, steps_json, decision, draw, marks in candidates:
         steps = steps_from_json(steps_json)
-        labels = step_labels(len(steps), marks, decision) if steps else None
-        if labels is None:
+        labelled = step_labels(len(steps), marks, decision) if steps else None
+        if labelled is None:
             incomplete.append((pair_id, sample_id))
             continue
+        labels, sources = labelled
         for name, value in (("pair_id", pair_id), ("query_id", query_id), ("label", gold), ("sample_id", sample_id),
                             ("completions", [step_line(i, s) for i, s in enumerate(steps, start=1)]),
-                            ("labels", labels), ("draw", draw)):
+                            ("labels", labels), ("label_sources", sources), ("draw", draw)):
             cols[name].append(value)
     with registered(ctx.store, "steps_arrow", pa.table(cols, schema=ROWS_SCHEMA)):
         ctx.store.con.execute(sql("steps.create_rows"))

@@ -59,9 +59,10 @@ WITH r AS (
 SELECT r.*, hash(r) AS row_hash FROM r;
 
 -- name: final_steps
--- TRL's stepwise-supervision format: completions = the steps, labels = one bool per step.
+-- TRL's stepwise-supervision format: completions = the steps, labels = one bool per step; label_sources
+-- says whose label each is (human | judge).
 WITH r AS (
-    SELECT x.split, ph.prompt_hash, t.completions, t.labels, t.pair_id, t.query_id, t.label, t.sample_id,
+    SELECT x.split, ph.prompt_hash, t.completions, t.labels, t.label_sources, t.pair_id, t.query_id, t.label, t.sample_id,
            t.difficulty, t.stage, t.draw
     FROM rows_steps t JOIN prompt_hashes ph USING (pair_id) JOIN split_of x USING (query_id)
 )

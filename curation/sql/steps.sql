@@ -1,8 +1,9 @@
 -- name: candidates
--- Samples with step marks from reviewers (any run), steps as reviews leave them.
+-- Samples (any run) with a reviewer's step mark or a judge verdict (hybrid_step_labels: the mark wins),
+-- steps as reviews leave them.
 SELECT e.sample_id, e.pair_id, e.query_id, e.gold, e.steps, e.decision, e.draw,
-       list(struct_pack(i := m.step_index, ok := m.step_correct)) AS marks
-FROM eff e JOIN step_marks m ON m.sample_id = e.sample_id
+       list(struct_pack(i := h.step_index, ok := h.correct, source := h.source)) AS marks
+FROM eff e JOIN hybrid_step_labels h ON h.sample_id = e.sample_id
 GROUP BY ALL
 ORDER BY e.sample_id;
 
