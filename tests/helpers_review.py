@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import os
 import re
@@ -127,10 +128,12 @@ class Terminal:
     """`cotgen review` in a pseudo-terminal: read cards off the screen, press keys."""
 
     def __init__(self, ws: Path, annotator: str, *args: str, env: dict[str, str] | None = None,
-                 timeout: float = 60):
+                 timeout: float = 60, size: tuple[int, int] = (200, 60)):
+        columns, lines = size
         self.child = pexpect.spawn(sys.executable, ["-m", "cotgen.cli", "review", "-w", str(ws), "--annotator",
                                                     annotator, *args],
-                                   env=review_env(env), cwd=str(ROOT), dimensions=(60, 200), encoding="utf-8",
+                                   env=review_env({"COLUMNS": str(columns), "LINES": str(lines), **(env or {})}),
+                                   cwd=str(ROOT), dimensions=(lines, columns), encoding="utf-8",
                                    timeout=timeout, codec_errors="replace")
 
     def card(self) -> tuple[int, int, str]:
@@ -150,6 +153,24 @@ class Terminal:
         self.child.expect(pexpect.EOF)
         self.child.close()
         return self.child.before
+
+
+SVG_LINE_RE = re.compile(r'<text [^>]*clip-path="url\(#[^)]*-line-(\d+)\)"[^>]*>(.*?)</text>')
+
+
+def screen_text(app: object) -> list[str]:
+    """The lines on a running Textual app's screen, read from its SVG screenshot (runs of blanks dropped)."""
+    lines: dict[int, list[str]] = {}
+    for m in SVG_LINE_RE.finditer(app.export_screenshot()):
+        lines.setdefault(int(m.group(1)), []).append(html.unescape(m.group(2)).replace("\xa0", " "))
+    return ["".join(lines.get(i, [])) for i in range(max(lines, default=-1) + 1)]
+
+
+def on_card(app: object) -> tuple[int, int, str]:
+    """(position, total, item key) of the card on screen."""
+    m = CARD_RE.search("\n".join(screen_text(app)))
+    assert m, "\n".join(screen_text(app))
+    return int(m.group(1)), int(m.group(2)), m.group(3)
 
 
 def set_review_config(ws_root: Path, **values: object) -> None:

@@ -3,199 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
 import sys
-import tempfile
-import termios
-import tty
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import RenderableType
 from rich.markup import escape
 
 from cotgen.app import review as use
-from cotgen.app.review import ReviewDesk, SessionSummary
+from cotgen.app.review import SessionSummary
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, pct, table
 from cotgen.commands.progress import ProgressDisplay
-from curation.review.card import CardFrame, menu, render_card, render_guidelines
 from schemas.errors import CotgenError
 from schemas.workspace import Workspace
 
 app = typer.Typer(help="Annotator review: the terminal card, agreement stats, bulk import and export.")
-
-
-class Keyboard:
-    """Single keys from the terminal. It stays in cbreak mode for the whole session (a per-key raw mode would
-    flush keys typed while a card is still drawing); `cooked()` gives line input and the editor a normal tty."""
-
-    def __init__(self) -> None:
-        self.fd = sys.stdin.fileno()
-        self._saved = termios.tcgetattr(self.fd)
-
-    def __enter__(self) -> Keyboard:
-        tty.setcbreak(self.fd, termios.TCSANOW)  # TCSANOW: keep what was typed ahead
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
-
-    def get(self) -> str:
-        """One key; end of input reads as quit."""
-        first = os.read(self.fd, 1)
-        if not first:
-            return "q"
-        extra = 3 if first[0] >= 0xF0 else 2 if first[0] >= 0xE0 else 1 if first[0] >= 0xC0 else 0
-        data = first + (os.read(self.fd, extra) if extra else b"")
-        return data.decode("utf-8", errors="replace")
-
-    @contextmanager
-    def cooked(self) -> Iterator[None]:
-        termios.tcsetattr(self.fd, termios.TCSANOW, self._saved)
-        try:
-            yield
-        finally:
-            tty.setcbreak(self.fd, termios.TCSANOW)
-
-
-class ReviewUI:
-    """Draws the card and turns single keys into decisions at the desk."""
-
-    def __init__(self, desk: ReviewDesk, keyboard: Keyboard):
-        self.desk = desk
-        self.kb = keyboard
-        self.status = ""
-        self.guidelines = False
-        self.keys: dict[str, Callable[[], None]] = {
-            "a": self.accept, "r": self.reject, "l": self.relabel, "e": self.edit, "m": self.mark_steps,
-            "n": self.note, "s": self.skip, "u": self.undo, "g": self.toggle_guidelines,
-        }
-
-    def frame(self, menu_panel: RenderableType | None = None) -> CardFrame:
-        desk = self.desk
-        status = self.status
-        if desk.store_error():
-            status = f"{status}  [store: {desk.store_error()}; decisions are safe in the journal]".strip()
-        return CardFrame(annotator=desk.session.annotator, queue=desk.queue, progress=desk.session.progress(),
-                         scheme=desk.scheme(), rules=desk.rules.texts(desk.current.rule_ids), status=status,
-                         menu=menu_panel)
-
-    def draw(self, menu_panel: RenderableType | None = None) -> None:
-        item = self.desk.current
-        frame = self.frame(menu_panel)
-        console.clear()
-        if self.guidelines:
-            cfg = self.desk.cfg
-            console.print(render_guidelines(item, frame, cfg.reject_reasons, cfg.relabel_reasons))
-        else:
-            console.print(render_card(item, self.desk.view(), frame))
-
-    def pick(self, title: str, options: list[tuple[str, str]]) -> str | None:
-        """Show a numbered menu under the card and read one digit; None when cancelled."""
-        self.draw(menu(title, options))
-        key = self.kb.get()
-        if key.isdigit() and 1 <= int(key) <= len(options):
-            return options[int(key) - 1][0]
-        self.status = f"{title}: cancelled"
-        return None
-
-    def run(self) -> None:
-        while self.desk.current is not None:
-            self.draw()
-            key = self.kb.get()
-            if key in ("q", "Q"):
-                return
-            action = self.keys.get(key.lower())
-            self.status = "" if action else f"unknown key {key!r}"
-            if action:
-                try:
-                    action()
-                except OSError as e:  # the journal could not be written: the decision did not count
-                    self.status = f"NOT saved: cannot write the review journal ({e})"
-
-    def _needs_sample(self, what: str) -> bool:
-        missing = self.desk.needs_sample(what)
-        if missing:
-            self.status = missing
-        return missing is None
-
-    def accept(self) -> None:
-        self.status = self.desk.accept()
-
-    def reject(self) -> None:
-        if not self._needs_sample("reject"):
-            return
-        code = self.pick("reject: reason", list(self.desk.cfg.reject_reasons.items()))
-        if code:
-            self.status = self.desk.reject(code)
-
-    def relabel(self) -> None:
-        scheme = self.desk.scheme()
-        grade = self.pick("relabel: new gold label", [(g.id, f"{g.name}: {g.meaning}") for g in scheme.grades])
-        if not grade:
-            return
-        code = self.pick(f"relabel to {grade}: reason", list(self.desk.cfg.relabel_reasons.items()))
-        if code:
-            self.status = self.desk.relabel(grade, code)
-
-    def edit(self) -> None:
-        if not self._needs_sample("edit"):
-            return
-        before = self.desk.answer_text()
-        with self.kb.cooked():
-            edited = run_editor(before)
-        self.status = self.desk.save_edit(before, edited)
-
-    def mark_steps(self) -> None:
-        item = self.desk.current
-        if not self._needs_sample("mark") or not item.steps:
-            self.status = self.status or "no parsed steps to mark"
-            return
-        for i in range(len(item.steps)):
-            self.status = f"step {i + 1} of {len(item.steps)}: y correct · n incorrect · space keep · other key stops"
-            self.draw()
-            key = self.kb.get()
-            if key in ("y", "n"):
-                self.desk.mark(i, key == "y")
-            elif key != " ":
-                break
-        self.status = "steps marked"
-
-    def note(self) -> None:
-        self.status = "type a note, Enter saves (empty cancels)"
-        self.draw()
-        with self.kb.cooked():
-            text = console.input("note: ")
-        self.status = self.desk.note(text)
-
-    def skip(self) -> None:
-        self.status = self.desk.skip()
-
-    def undo(self) -> None:
-        self.status = self.desk.undo()
-
-    def toggle_guidelines(self) -> None:
-        self.guidelines = not self.guidelines
-
-
-def run_editor(text: str) -> str | None:
-    """Open `text` in $VISUAL/$EDITOR (vi by default); the file's content afterwards, or None on failure."""
-    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="cotgen-edit-", delete=False, encoding="utf-8") as fh:
-        fh.write(text.rstrip("\n") + "\n")
-        path = Path(fh.name)
-    try:
-        proc = subprocess.run([*shlex.split(editor), str(path)], check=False)
-        return path.read_text(encoding="utf-8") if proc.returncode == 0 else None
-    except OSError:
-        return None
-    finally:
-        path.unlink(missing_ok=True)
 
 
 def render_summary(summary: SessionSummary) -> None:
@@ -216,14 +38,13 @@ def review_main(ws: Workspace, annotator: str, queue: str, run: str | None, limi
     spec = use.queue_spec(annotator, queue, run, limit)
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise CotgenError("cotgen review needs a terminal; for bulk decisions use `cotgen review import FILE.jsonl`")
+    from cotgen.tui.review import ReviewApp  # Textual loads only for the card, not for every command
+
     desk = use.start_session(ws, annotator, spec, limit)
     try:
-        with Keyboard() as keyboard:
-            ReviewUI(desk, keyboard).run()
+        ReviewApp(desk).run()
     finally:
-        summary = use.end_session(desk)
-        console.clear()
-        render_summary(summary)
+        render_summary(use.end_session(desk))
 
 
 @app.callback(invoke_without_command=True)

@@ -1,13 +1,9 @@
-"""The review card and the guidelines pane, as rich renderables (drawing only; keys live in the command)."""
+"""What a review card says, section by section, as rich Text; the terminal app (cotgen.tui) lays it out."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rich.console import Group, RenderableType
-from rich.markup import escape
-from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
 from curation.review.queue import ReviewItem
@@ -15,8 +11,6 @@ from curation.review.session import ItemView, Progress
 from schemas.answer import STEP_TITLES
 from schemas.labels import LabelScheme
 
-KEYS_HELP = ("a accept · r reject · l relabel · e edit ($EDITOR) · m mark steps · n note · s skip · "
-             "u undo · g guidelines · q quit")
 BAR_WIDTH = 20
 
 
@@ -29,33 +23,20 @@ class RuleText:
     text: str = ""
 
 
-@dataclass
-class CardFrame:
-    """Everything around the item: who, which queue, how far, and the last message or open menu."""
-
-    annotator: str
-    queue: str
-    progress: Progress
-    scheme: LabelScheme
-    rules: list[RuleText]
-    status: str = ""
-    menu: RenderableType | None = None
-
-
-def header(item: ReviewItem, frame: CardFrame) -> Text:
-    p = frame.progress
-    rate = ""
+def header(item: ReviewItem, annotator: str, queue: str, p: Progress) -> Text:
+    """Where in the queue (item i of n), this annotator's pace, then who and which queue."""
+    line = Text(f"item {p.position} of {p.total} · id {item.item_key}", style="bold cyan")
+    rate = f" · done {p.done}"
     if p.median_s is not None:
-        rate = f" · median {p.median_s:.1f} s/item"
+        rate += f" · median {p.median_s:.1f} s/item"
     if p.per_hour is not None:
         rate += f" · {p.per_hour:.0f} items/h"
-    line = Text(f"cotgen review · {frame.annotator} · {frame.queue} · ", style="bold")
-    line.append(f"item {p.position} of {p.total} · id {item.item_key}", style="bold cyan")
-    line.append(f" · done {p.done}{rate}", style="dim")
+    line.append(rate)
+    line.append(f" · {annotator} · {queue}", style="dim")
     return line
 
 
-def _grade(scheme: LabelScheme, grade_id: str | None) -> str:
+def grade_name(scheme: LabelScheme, grade_id: str | None) -> str:
     if grade_id is None:
         return "none"
     try:
@@ -64,88 +45,102 @@ def _grade(scheme: LabelScheme, grade_id: str | None) -> str:
         return grade_id
 
 
-def pair_panel(item: ReviewItem, view: ItemView, scheme: LabelScheme) -> Panel:
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column()
-    grid.add_row("query", Text(item.query, style="bold yellow"))
-    grid.add_row("title", Text(item.title))
-    if item.description:
-        grid.add_row("description", Text(item.description))
-    for k, v in item.attributes.items():
-        grid.add_row(f"· {k}", Text(v))
-    gold = Text(_grade(scheme, item.gold_label), style="bold")
+def pair(item: ReviewItem, view: ItemView, scheme: LabelScheme) -> Text:
+    """The pair being judged: query, title, gold label (and this annotator's relabel), source."""
+    out = Text()
+    out.append("query  ", style="bold")
+    out.append(item.query, style="bold yellow")
+    out.append("\ntitle  ", style="bold")
+    out.append(item.title)
+    out.append("\ngold   ", style="bold")
+    out.append(grade_name(scheme, item.gold_label), style="bold")
     if view.relabel is not None:
-        gold.append(f"  → your relabel: {_grade(scheme, view.relabel.new_label)} ({view.relabel.reason})",
-                    style="bold magenta")
-    grid.add_row("gold label", gold)
-    grid.add_row("source", Text(f"{item.source} · pair {item.pair_id}", style="dim"))
-    return Panel(grid, title="pair", title_align="left")
+        out.append(f"  → your relabel: {grade_name(scheme, view.relabel.new_label)} ({view.relabel.reason})",
+                   style="bold magenta")
+    out.append(f"  · source {item.source} · pair {item.pair_id}", style="dim")
+    if item.is_gold:
+        out.append(" · gold item", style="dim")
+    return out
 
 
-def _bar(p: float) -> str:
-    filled = round(max(0.0, min(1.0, p)) * BAR_WIDTH)
-    return "█" * filled + "·" * (BAR_WIDTH - filled)
+def description(item: ReviewItem) -> Text:
+    """The item's description and attributes."""
+    out = Text(item.description or "(no description)", style="" if item.description else "dim")
+    for k, v in item.attributes.items():
+        out.append(f"\n· {k}: ", style="bold")
+        out.append(v)
+    return out
 
 
-def model_panel(item: ReviewItem, view: ItemView, scheme: LabelScheme) -> Panel:
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column()
+def bar(p: float, width: int = BAR_WIDTH) -> str:
+    filled = round(max(0.0, min(1.0, p)) * width)
+    return "█" * filled + "·" * (width - filled)
+
+
+def answer(item: ReviewItem, view: ItemView, scheme: LabelScheme) -> Text:
+    """The model's answer: predicted grade, label probabilities as bars, parse status, run."""
     if item.sample_id is None:
-        grid.add_row("sample", Text("none: this card is the pair alone (accept confirms the gold label)", style="dim"))
-        return Panel(grid, title="model", title_align="left")
+        return Text("no sample: this card is the pair alone (accept confirms the gold label)", style="dim")
     gold = view.relabel.new_label if view.relabel is not None else item.gold_label
-    agrees = item.predicted_label == gold
-    grid.add_row("predicted", Text(_grade(scheme, item.predicted_label), style="bold green" if agrees else "bold red"))
+    out = Text()
+    out.append("predicted ", style="bold")
+    out.append(grade_name(scheme, item.predicted_label),
+               style="bold green" if item.predicted_label == gold else "bold red")
     for grade in scheme.ids:
         if grade in item.label_probs:
             p = item.label_probs[grade]
-            grid.add_row(f"  P({grade})", Text(f"{_bar(p)} {p:.3f}"))
+            out.append(f"\nP({grade}) {bar(p)} {p:.3f}")
     status = item.parse_status or "?"
-    parse = Text(status, style="green" if status == "ok" else "red")
+    out.append("\nparse ", style="bold")
+    out.append(status, style="green" if status == "ok" else "red")
     if item.parse_reason:
-        parse.append(f" ({item.parse_reason})", style="dim")
-    grid.add_row("parse", parse)
+        out.append(f" ({item.parse_reason})", style="dim")
     if not item.consistent:
-        grid.add_row("", Text("the judgement step contradicts the final label", style="bold red"))
-    grid.add_row("run", Text(f"{item.run_name} · sample {item.sample_id}", style="dim"))
-    return Panel(grid, title="model", title_align="left")
+        out.append("\nthe judgement step contradicts the final label", style="bold red")
+    out.append(f"\nrun {item.run_name} · sample {item.sample_id}", style="dim")
+    return out
 
 
-def rules_panel(rules: list[RuleText]) -> Panel:
-    if not rules:
-        return Panel(Text("no retrieved rules recorded for this sample", style="dim"), title="rules", title_align="left")
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(style="bold cyan", no_wrap=True)
-    grid.add_column()
-    for r in rules:
-        grid.add_row(Text(r.id), Text(r.title) if r.title else Text("(text not available: build the index)", style="dim"))
-    return Panel(grid, title="retrieved rules (g: full text)", title_align="left")
-
-
-def reasoning_panel(item: ReviewItem, view: ItemView) -> Panel:
+def steps_title(item: ReviewItem, view: ItemView) -> str:
     if view.edit is not None and view.edit.edited_text:
-        return Panel(Text(view.edit.edited_text), title="reasoning (your edit)", title_align="left",
-                     border_style="magenta")
+        return "reasoning (your edit)"
+    return "reasoning" if item.steps else "raw output (no steps parsed)"
+
+
+def step_line(item: ReviewItem, view: ItemView, i: int) -> Text:
+    """One CoT step with this annotator's mark: ✓ correct, ✗ incorrect, · unmarked."""
+    step = item.steps[i]
+    mark = view.marks.get(i)
+    out = Text("✓ ", style="bold green") if mark else Text("✗ ", style="bold red") if mark is False else Text("· ")
+    out.append(f"{i + 1}. {STEP_TITLES.get(step.name, step.name.replace('_', ' ').capitalize())}: ", style="bold")
+    out.append(step.text)
+    return out
+
+
+def steps(item: ReviewItem, view: ItemView) -> Text:
+    """The CoT steps (or this annotator's edit, or the raw output when nothing parsed)."""
+    if view.edit is not None and view.edit.edited_text:
+        return Text(view.edit.edited_text)
     if not item.steps:
-        raw = item.raw_text or "(no text)"
-        return Panel(Text(raw), title="raw output (no steps parsed)", title_align="left", border_style="red")
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(no_wrap=True)
-    grid.add_column()
-    for i, step in enumerate(item.steps):
-        mark = view.marks.get(i)
-        sign = Text("✓", style="bold green") if mark else Text("✗", style="bold red") if mark is False else Text("·")
-        title = STEP_TITLES.get(step.name, step.name.replace("_", " ").capitalize())
-        body = Text(f"{i + 1}. ", style="bold")
-        body.append(f"{title}: ", style="bold")
-        body.append(step.text)
-        grid.add_row(sign, body)
-    return Panel(grid, title="reasoning", title_align="left")
+        return Text(item.raw_text or "(no text)")
+    return Text("\n").join(step_line(item, view, i) for i in range(len(item.steps)))
 
 
-def decision_line(view: ItemView) -> Text:
+def rules(found: list[RuleText]) -> Text:
+    """Retrieved rules: the id, then its title on the next line (wrapped, never cut)."""
+    if not found:
+        return Text("no retrieved rules recorded for this sample", style="dim")
+    out = []
+    for r in found:
+        line = Text(r.id, style="bold cyan")
+        line.append("\n  ")
+        line.append(r.title or "(text not available: build the index)", style="" if r.title else "dim")
+        out.append(line)
+    return Text("\n").join(out)
+
+
+def decision(view: ItemView) -> Text:
+    """This annotator's standing decision and notes on the card."""
     line = Text()
     d = view.decision
     if d is not None:
@@ -158,50 +153,19 @@ def decision_line(view: ItemView) -> Text:
     return line
 
 
-def render_card(item: ReviewItem, view: ItemView, frame: CardFrame) -> RenderableType:
-    """The full-screen card for one item."""
-    body = Table.grid(expand=True, padding=(0, 1))
-    body.add_column(ratio=2)
-    body.add_column(ratio=3)
-    left = Group(pair_panel(item, view, frame.scheme), model_panel(item, view, frame.scheme), rules_panel(frame.rules))
-    body.add_row(left, reasoning_panel(item, view))
-    parts: list[RenderableType] = [header(item, frame), body, decision_line(view)]
-    if frame.menu is not None:
-        parts.append(frame.menu)
-    parts.append(Text(frame.status, style="bold yellow") if frame.status else Text(""))
-    parts.append(Text(KEYS_HELP, style="dim"))
-    return Group(*parts)
-
-
-def render_guidelines(item: ReviewItem, frame: CardFrame, reject: dict[str, str],
-                      relabel: dict[str, str]) -> RenderableType:
-    """Grade meanings, the cited rules in full, and the reason codes; `g` goes back to the card."""
-    grades = Table(title=f"grades ({frame.scheme.name}), best first", title_justify="left", expand=True)
-    grades.add_column("grade", no_wrap=True)
-    grades.add_column("name", no_wrap=True)
-    grades.add_column("meaning")
-    for g in frame.scheme.grades:
-        relevant = " (relevant)" if frame.scheme.is_relevant(g.id) else ""
-        grades.add_row(Text(g.id), Text(g.name + relevant), Text(g.meaning))
-    rules = [Panel(Text(r.text or "(text not available: build the index with `cotgen index build`)"),
-                   title=escape(f"{r.id} · {r.title}"), title_align="left") for r in frame.rules]
-    codes = Table(title="reason codes", title_justify="left", expand=True)
-    codes.add_column("kind", no_wrap=True)
-    codes.add_column("code", no_wrap=True)
-    codes.add_column("meaning")
+def guidelines(scheme: LabelScheme, found: list[RuleText], reject: dict[str, str], relabel: dict[str, str]) -> Text:
+    """Grade meanings, the cited rules in full, and the reason codes."""
+    out = Text(f"grades ({scheme.name}), best first\n", style="bold underline")
+    for g in scheme.grades:
+        relevant = " (relevant)" if scheme.is_relevant(g.id) else ""
+        out.append(f"{g.id} {g.name}{relevant}: ", style="bold")
+        out.append(f"{g.meaning}\n")
+    for r in found:
+        out.append(f"\n{r.id} · {r.title}\n" if r.title else f"\n{r.id}\n", style="bold cyan")
+        out.append(f"{r.text or '(text not available: build the index with `cotgen index build`)'}\n")
+    out.append("\nreason codes\n", style="bold underline")
     for kind, table in (("reject", reject), ("relabel", relabel)):
         for code, meaning in table.items():
-            codes.add_row(kind, Text(code), Text(meaning))
-    return Group(header(item, frame), Text("guidelines · press g to go back to the card", style="bold"),
-                 grades, *rules, codes)
-
-
-def menu(title: str, options: list[tuple[str, str]]) -> Panel:
-    """A numbered single-key menu: digit i picks option i; any other key cancels."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold cyan", no_wrap=True)
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(style="dim")
-    for i, (code, meaning) in enumerate(options, start=1):
-        grid.add_row(str(i), Text(code), Text(meaning))
-    return Panel(grid, title=f"{title} (digit picks, any other key cancels)", title_align="left", border_style="cyan")
+            out.append(f"{kind} {code}: ", style="bold")
+            out.append(f"{meaning}\n")
+    return out
