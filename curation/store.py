@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import time
@@ -12,11 +13,14 @@ from pathlib import Path
 
 import duckdb
 
+from curation import queries
 from schemas.errors import CotgenError
 from schemas.workspace import Workspace
 
 MIGRATIONS = "sql/migrations"
 _LOCK_HINTS = ("Could not set lock", "Conflicting lock")
+_DAMAGE_HINTS = ("not a valid DuckDB database", "Could not read enough bytes", "checksum", "Corrupt")
+_IO_HINTS = ("Could not write", "No space left", "Read-only file system")
 
 
 class StoreBusy(CotgenError):
@@ -38,6 +42,16 @@ def _is_lock_error(err: Exception) -> bool:
     return any(h in str(err) for h in _LOCK_HINTS)
 
 
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _io_failure(err: Exception) -> bool:
+    """A write the file system refused (full disk, read-only mount), as DuckDB reports it."""
+    return isinstance(err, duckdb.IOException) or any(h in str(err) for h in _IO_HINTS)
+
+
 def _lock_holder(err: Exception) -> str:
     m = re.search(r"PID (\d+)", str(err))
     return f" (held by process {m.group(1)})" if m else ""
@@ -55,8 +69,30 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.config = {"memory_limit": memory_limit} if memory_limit else {}
         self.con = self._connect(lock_timeout_s)
-        if not read_only:
-            self.migrate()
+        try:
+            self._check_intact()
+            if not read_only:
+                self.migrate()
+        except duckdb.Error as e:
+            self.con.close()
+            raise self._open_error(e) from None
+        except BaseException:
+            self.con.close()
+            raise
+
+    def _open_error(self, err: Exception) -> CotgenError:
+        if any(h in str(err) for h in _DAMAGE_HINTS):
+            return CotgenError(f"{self.path}: not a cotgen store or damaged ({_first_line(err)})")
+        return CotgenError(f"{self.path}: cannot open the store: {_first_line(err)}")
+
+    def _check_intact(self) -> None:
+        """A file shorter than the blocks it declares was cut (a partial copy, a disk that filled up)."""
+        if self.path.with_name(self.path.name + ".wal").exists():
+            return  # blocks replayed from the log are not in the file yet
+        block_size, blocks = self.one(queries.sql("store.database_size"))
+        if self.path.stat().st_size < block_size * blocks:
+            raise CotgenError(f"{self.path}: not a cotgen store or damaged (cut short: "
+                              f"{self.path.stat().st_size:,} bytes hold fewer than its {blocks} blocks)")
 
     def _connect(self, lock_timeout_s: float) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + lock_timeout_s
@@ -66,7 +102,7 @@ class Store:
                 return duckdb.connect(str(self.path), read_only=self.read_only, config=self.config)
             except duckdb.Error as e:
                 if not _is_lock_error(e):
-                    raise CotgenError(f"{self.path}: cannot open the store: {e}") from None
+                    raise self._open_error(e) from None
                 if time.monotonic() >= deadline:
                     raise StoreBusy(
                         f"{self.path}: the store is in use by another cotgen process{_lock_holder(e)}; "
@@ -91,10 +127,22 @@ class Store:
         self.con.begin()
         try:
             yield self.con
+        except duckdb.Error as e:
+            if not _io_failure(e):
+                self.con.rollback()
+                raise
+            with contextlib.suppress(duckdb.Error):
+                self.con.rollback()
+            raise CotgenError(f"{self.path}: {_first_line(e)}; nothing was saved") from None
         except BaseException:
             self.con.rollback()
             raise
-        self.con.commit()
+        try:
+            self.con.commit()
+        except duckdb.Error as e:
+            if not _io_failure(e):
+                raise
+            raise CotgenError(f"{self.path}: could not save ({_first_line(e)}); nothing was saved") from None
 
     def applied_versions(self) -> set[int]:
         exists = self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'")
