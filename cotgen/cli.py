@@ -9,6 +9,7 @@ import sys
 import duckdb
 import typer
 from rich.markup import escape
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from cotgen.commands import common, curate, generate, index, ingest, init, judge, models, review, run, train
 from schemas.errors import CotgenError
@@ -47,6 +48,18 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _fail(message: str, code: int = 2) -> None:
+    """One line on stderr, whatever the message holds (a library's multi-line text included), then exit."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    common.err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _os_message(e: OSError) -> str:
+    where = f"{e.filename} -> {e.filename2}" if e.filename2 else e.filename
+    return f"{where}: {e.strerror}" if where and e.strerror else str(e)
+
+
 def main() -> None:
     _offline_by_default()
     # SIGTERM (a scheduler, `timeout`, `kill`) ends any command the way Ctrl-C does: what finished is kept.
@@ -55,8 +68,7 @@ def main() -> None:
         # Without standalone mode, Typer returns (not raises) a command's exit code, Ctrl-C included.
         code = app(standalone_mode=False)
     except CotgenError as e:
-        common.err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(e))
     except (KeyboardInterrupt, duckdb.InterruptException):
         # DuckDB turns a Ctrl-C during a statement into its own exception; its transaction rolls back.
         common.err_console.print("interrupted: what was finished is saved; run the same command again to continue")
@@ -65,12 +77,26 @@ def main() -> None:
         sys.exit(130)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.TyperException as e:  # usage errors (bad option, missing argument) with standalone_mode=False
+    except NoArgsIsHelpError as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except UsageError as e:  # a bad option or a missing argument (standalone_mode=False leaves them to us)
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        _fail(e.format_message() + hint, e.exit_code)
+    except typer.TyperException as e:
         show = getattr(e, "show", None)
         if show is None:
             raise
         show()
         sys.exit(getattr(e, "exit_code", 2))
+    # The last net, for the file system only: a refused write or read names its path instead of a traceback.
+    # Programming errors (TypeError, KeyError, ...) still show theirs.
+    except OSError as e:
+        _fail(_os_message(e))
+    except duckdb.IOException as e:
+        _fail(str(e))
+    except UnicodeDecodeError as e:
+        _fail(f"a file is not UTF-8 ({e.reason} at byte {e.start}); save it as UTF-8")
     if isinstance(code, int) and code:
         if code == 130:
             common.err_console.print("interrupted: what was finished is saved; run the same command again to continue")
