@@ -145,8 +145,8 @@ class Store:
             raise CotgenError(f"{self.path}: could not save ({_first_line(e)}); nothing was saved") from None
 
     def applied_versions(self) -> set[int]:
-        exists = self.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'")
-        return {r[0] for r in self.rows("SELECT version FROM schema_version")} if exists else set()
+        exists = self.scalar(queries.sql("store.has_schema_version"))
+        return {r[0] for r in self.rows(queries.sql("store.applied_versions"))} if exists else set()
 
     def schema_version(self) -> int:
         return max(self.applied_versions(), default=0)
@@ -162,12 +162,9 @@ class Store:
             if version in applied:
                 continue
             with self.transaction() as con:
-                con.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version "
-                    "(version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP DEFAULT current_timestamp)"
-                )
+                con.execute(queries.sql("store.create_schema_version"))
                 con.execute(sql)
-                con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
+                con.execute(queries.sql("store.record_migration"), [version, name])
 
     # DuckDB 2 refuses new work on a connection while a result is half-read (fetchone on a
     # multi-row result), so every read below fetches to the end.
