@@ -57,3 +57,13 @@ def smollm2_path() -> str:
     from schemas.models import resolve_model
 
     return resolve_model("bundled:smollm2-135m-instruct")
+
+
+# A test that asks for one of these loads a real LLM (or serves one): it belongs to the slow tier.
+MODEL_FIXTURES = {"smollm2_path"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
