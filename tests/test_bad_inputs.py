@@ -645,8 +645,7 @@ def template(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pat
 
 # Cases whose fix has not landed yet, by issue 18 item; each must fail until it is fixed (strict).
 PENDING = {
-    1: ["ingest-latin1-read-as-utf16", "ingest-symlink-loop", "review-import-latin1", "review-gold-latin1",
-        "review-export-to-a-directory", "review-export-to-a-proc-file"],
+    1: ["ingest-latin1-read-as-utf16", "ingest-symlink-loop", "review-import-latin1", "review-gold-latin1"],
     4: ["ingest-ragged-row", "ingest-bare-cr-line-endings", "ingest-unclosed-quote", "ingest-parquet-list-column",
         "ingest-binary-named-csv", "ingest-utf16-without-encoding", "review-gold-unknown-pair-names-file-line",
         "review-gold-bad-label"],
@@ -700,3 +699,15 @@ def test_fingerprint_sees_a_changed_row(template: Path, tmp_path: Path) -> None:
     with duckdb.connect(str(ws / "store.duckdb")) as con:
         con.execute("UPDATE pairs SET title = title || '!' WHERE pair_id = (SELECT min(pair_id) FROM pairs)")
     assert store_fingerprint(ws) != before
+
+
+def test_review_export_creates_missing_folders_and_says_so(template: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws)
+    out = tmp_path / "new" / "deeper" / "reviews.jsonl"
+    proc = run_cli("review", "export", "-o", str(out), "-w", str(ws))
+    assert out.is_file()
+    said = " ".join(proc.stderr.split())  # rich wraps long notices
+    assert f"created the folder {tmp_path / 'new'} " in said + " "
+    assert f"created the folder {tmp_path / 'new' / 'deeper'} " in said + " "
+    assert [p.name for p in out.parent.iterdir()] == ["reviews.jsonl"], "a staged file was left behind"

@@ -15,6 +15,7 @@ from typing import Any
 
 from cotgen.app.index import load_index
 from cotgen.app.progress import Notice, Reporter, silent
+from curation.outputs import write_text_atomic
 from curation.queries import sql
 from curation.review.card import RuleText
 from curation.review.io import ImportReport, export_reviews, import_reviews, normalize_edit, read_gold
@@ -240,10 +241,8 @@ def export_decisions(ws: Workspace, output: Path | None, live: bool, report: Rep
     with gated_store(ws, read_only=True) as store:
         rows = export_reviews(store, live_only=live)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staged = output.with_name(f".{output.name}.tmp")
-        staged.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        staged.replace(output)
+        for folder in write_text_atomic(output, "".join(json.dumps(r) + "\n" for r in rows)):
+            report(Notice(f"created the folder {folder}"))
     return ExportResult(rows=rows, path=output)
 
 
