@@ -136,11 +136,13 @@ class Terminal:
                                    cwd=str(ROOT), dimensions=(lines, columns), encoding="utf-8",
                                    timeout=timeout, codec_errors="replace")
 
-    def card(self) -> tuple[int, int, str]:
-        """The next card drawn: (position, total, item key)."""
-        self.child.expect(CARD_RE)
-        m = self.child.match
-        return int(m.group(1)), int(m.group(2)), m.group(3)
+    def card(self, other_than: str | None = None) -> tuple[int, int, str]:
+        """The next card drawn (position, total, item key), passing over redraws of item `other_than`."""
+        while True:
+            self.child.expect(CARD_RE)
+            m = self.child.match
+            if m.group(3) != other_than:
+                return int(m.group(1)), int(m.group(2)), m.group(3)
 
     def press(self, key: str) -> None:
         self.child.send(key)

@@ -149,7 +149,7 @@ class MarkScreen(ModalScreen[None]):
 class GuidelinesScreen(ModalScreen[None]):
     """Grade meanings, the cited rules in full and the reason codes; g or Escape goes back to the card."""
 
-    BINDINGS = [Binding("g", "close", "back to the card"), Binding("escape", "close", "back to the card")]
+    BINDINGS = [Binding("g,G", "close", "back to the card"), Binding("escape", "close", "back to the card")]
 
     def __init__(self, header: Text, body: Text):
         super().__init__()
@@ -170,16 +170,16 @@ class CardScreen(Screen[None]):
     """The card: header and pair on top, the panes, the decision and status lines, the key footer."""
 
     BINDINGS = [
-        Binding("a", "decide('accept')", "accept"),
-        Binding("r", "decide('reject')", "reject"),
-        Binding("l", "decide('relabel')", "relabel"),
-        Binding("e", "decide('edit')", "edit"),
-        Binding("m", "decide('mark')", "mark"),
-        Binding("n", "decide('note')", "note"),
-        Binding("s", "decide('skip')", "skip"),
-        Binding("u", "decide('undo')", "undo"),
-        Binding("g", "guidelines", "guide"),
-        Binding("q", "app.quit", "quit"),
+        Binding("a,A", "decide('accept')", "accept"),
+        Binding("r,R", "decide('reject')", "reject"),
+        Binding("l,L", "decide('relabel')", "relabel"),
+        Binding("e,E", "decide('edit')", "edit"),
+        Binding("m,M", "decide('mark')", "mark"),
+        Binding("n,N", "decide('note')", "note"),
+        Binding("s,S", "decide('skip')", "skip"),
+        Binding("u,U", "decide('undo')", "undo"),
+        Binding("g,G", "guidelines", "guide"),
+        Binding("q,Q", "app.quit", "quit"),
     ]
     KEYS = frozenset("arlemnsugq")
 
@@ -198,11 +198,7 @@ class CardScreen(Screen[None]):
         self.query_one("#body").set_class(event.size.width < WIDE_FROM, "narrow")
 
     def on_key(self, event: events.Key) -> None:
-        char = (event.character or "").lower()
-        if char and char in self.KEYS and char != event.key:  # an upper-case key does what the lower-case one does
-            event.stop()
-            self.app.simulate_key(char)
-        elif event.is_printable and char not in self.KEYS:
+        if event.is_printable and (event.character or "").lower() not in self.KEYS:
             self.app.say(f"unknown key {event.character!r}")
 
     def action_decide(self, what: str) -> None:
