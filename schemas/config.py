@@ -217,7 +217,7 @@ class TrainingConfig(Section):
     tiers: dict[str, dict[str, list[str]]] = Field(
         default_factory=lambda: {s: {"Good": ["L4", "L3"], "Mid": ["L2"], "Bad": ["L1"]} for s in ("taosr4", "crowdflower")}
     )
-    trainer: Literal["sft", "dpo", "grpo"] = "sft"
+    trainer: Literal["sft", "dpo", "grpo", "srpo"] = "sft"
     model: str | None = None
     max_steps: int = Field(default=5, ge=1)
     lora: bool = False

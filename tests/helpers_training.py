@@ -130,3 +130,57 @@ def write_export(datasets_dir: Path, name: str, splits: dict[str, list[dict]], o
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return root
+
+
+class LoopbackJudge:
+    """An OpenAI-compatible judge server on 127.0.0.1 for tests: every chat request gets the same verdicts.
+
+    `verdicts` maps a step name to "correct" / "incorrect"; every request body is kept in `requests`.
+    """
+
+    def __init__(self, verdicts: dict[str, str]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.verdicts = verdicts
+        self.requests: list[dict] = []
+        judge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, payload: dict) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._send({"object": "list", "data": [{"id": "judge", "object": "model", "owned_by": "test"}]})
+
+            def do_POST(self) -> None:
+                judge.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                content = {k: v for name, verdict in judge.verdicts.items()
+                           for k, v in ((f"{name}_reason", f"fixed verdict for {name}"), (name, verdict))}
+                self._send({"id": "c", "object": "chat.completion", "created": 0, "model": "judge",
+                            "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": json.dumps(content)}}],
+                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> LoopbackJudge:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 from helpers_curation import add_review, build_store
+from helpers_training import LoopbackJudge, wrong_label
 
 from curation.store import open_store
-from schemas.answer import parse_answer
+from schemas.answer import parse_answer, render_answer
 from schemas.datasets import DatasetRef
 from schemas.errors import CotgenError
-from schemas.labels import Grade, LabelScheme
+from schemas.labels import BUILTIN_SCHEMES, Grade, LabelScheme
+from schemas.sample import Step
 from schemas.workspace import Workspace
 from training.configs import DPOTrainConfig, GRPOTrainConfig, SFTTrainConfig
 from training.data import open_version
@@ -214,3 +216,111 @@ def test_label_probabilities_sum_to_one_and_generation_parses(ws: Workspace) -> 
     (generated,) = generate_predictions(lm, rows[:1], version.scheme, max_new_tokens=8)
     assert generated.text and generated.parse_status in ("ok", "partial", "no_label", "empty")
     assert generated.predicted == parse_answer(generated.text, version.scheme).label
+
+
+JUDGED = {"query_understanding": "correct", "item_understanding": "correct", "category_matching": "incorrect",
+          "attribute_matching": "correct", "relevance_judgement": "correct"}
+
+
+def _rollout_text(label: str) -> str:
+    """A well-formed label_first answer; the loopback judge marks its category step wrong whatever it says."""
+    steps = [Step(name="query_understanding", text="The shopper wants a phone case for a small phone."),
+             Step(name="item_understanding", text="The item is a leather phone case."),
+             Step(name="category_matching", text="Both are phone accessories."),
+             Step(name="attribute_matching", text="Size and material are not stated in the query."),
+             Step(name="relevance_judgement", text=f"So the grade is {label}.")]
+    return render_answer(steps, label, "label_first")
+
+
+def test_srpo_step_credit_follows_the_judge_and_a_step_changes_the_weights(ws: Workspace) -> None:
+    """Fixed rollouts (one right label, one wrong per prompt) through the real SRPO trainer and a loopback judge."""
+    import torch
+
+    from cotgen.app.progress import silent
+    from cotgen.app.train import build_config, build_step_judge
+    from schemas.models import resolve_model
+    from training.grpo import grpo_args, grpo_rewards, grpo_train_set
+    from training.runner import load_tokenizer
+    from training.srpo import SRPOTrainer
+
+    version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
+    model = resolve_model("bundled:smollm2-135m-instruct")
+    tokenizer = load_tokenizer(model)
+    with LoopbackJudge(JUDGED) as server:
+        cfg = build_config("srpo", 1, False, ["batch_size=2", "group_size=2", "beta=0", "warmup=0", "save_steps=100",
+                                              "logging_steps=1", "verifier_weight=0", f"judge_base_url={server.base_url}"])
+        judge, info = build_step_judge(ws, version, cfg, silent)
+        assert judge is not None and info is not None and info["base_url"] == server.base_url
+        train, _ = grpo_train_set(version, cfg, with_marks=False)
+        gold = {json.dumps(row["prompt"]): row["label"] for row in train}
+
+        def rollouts(prompts: list, trainer: object) -> dict:
+            """Even rollouts answer the gold label, odd ones a wrong one (a group is two consecutive rollouts)."""
+            out: dict[str, list] = {"prompt_ids": [], "completion_ids": []}
+            for i, prompt in enumerate(prompts):
+                label = gold[json.dumps(prompt)] if i % 2 == 0 else wrong_label(gold[json.dumps(prompt)], version.scheme)
+                text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+                out["prompt_ids"].append(tokenizer(text, add_special_tokens=False)["input_ids"])
+                out["completion_ids"].append(tokenizer(_rollout_text(label), add_special_tokens=False)["input_ids"]
+                                             + [tokenizer.eos_token_id])
+            return {**out, "logprobs": None}
+
+        funcs, weights = grpo_rewards(version, cfg, with_steps=False)
+        trainer = SRPOTrainer(model=model, reward_funcs=funcs, args=grpo_args(cfg, ws.runs_dir / "srpo-fixed", weights),
+                              train_dataset=train, processing_class=tokenizer, scheme=version.scheme,
+                              step_judge=judge, rollout_func=rollouts)
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+        trainer.train()
+    assert server.requests and server.requests[0]["response_format"]["type"] == "json_schema"
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert len(changed) > len(before) // 2, "one SRPO step moved the weights"
+
+    advantages, credit = trainer.last_advantages, trainer.last_credit
+    assert advantages is not None and advantages.dim() == 2
+    right = {c.name: c for c in credit[0]}  # the rollout with the gold label
+    assert set(right) == set(JUDGED)
+    outcome = advantages[0, 0].item()  # the `Label:` line: the outcome advantage alone
+    assert outcome > 0 > advantages[1, 0].item()
+    wrong_step, right_step = right["category_matching"], right["query_understanding"]
+    assert wrong_step.reward == -1.0 and right_step.reward == 1.0 and wrong_step.z < 0 < right_step.z
+    in_wrong = advantages[0, wrong_step.start:wrong_step.end]
+    in_right = advantages[0, right_step.start:right_step.end]
+    assert torch.allclose(in_wrong, torch.full_like(in_wrong, outcome + cfg.step_lambda * wrong_step.z))
+    assert in_wrong.max() < outcome < in_right.min(), "the step judged wrong gets less credit than the label line"
+
+
+def test_step_token_spans_cover_each_step_and_not_the_label_line() -> None:
+    from schemas.models import resolve_model
+    from training.runner import load_tokenizer
+    from training.srpo import step_spans, token_offsets, token_range
+
+    tokenizer = load_tokenizer(resolve_model("bundled:smollm2-135m-instruct"))
+    ids = tokenizer(_rollout_text("L2"), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    text, offsets = token_offsets(tokenizer, ids)
+    assert text == _rollout_text("L2") and offsets[-1][0] == offsets[-1][1]  # the EOS token holds no text
+    steps = parse_answer(text, BUILTIN_SCHEMES["taosr4"]).steps
+    ranges = [token_range(offsets, span) for span in step_spans(text, steps) if span]
+    assert len(ranges) == 5 and ranges[0][0] > 0, "the label line's tokens belong to no step"
+    assert all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:], strict=False)), "in order, not overlapping"
+    pieces = [tokenizer.decode(ids[a:b]) for a, b in ranges]
+    assert pieces[2].strip() == "3. Category matching: Both are phone accessories."
+    assert pieces[4].strip() == "5. Relevance judgement: So the grade is L2."
+
+
+def test_srpo_via_cli_records_the_judge_and_the_formula(ws: Workspace) -> None:
+    with LoopbackJudge(JUDGED) as server:
+        proc = run_cli("train", "srpo", "--dataset", "relevance", "--model", "bundled:smollm2-135m-instruct",
+                       "--max-steps", "1", "--set", "batch_size=2", "--set", "group_size=2", "--set", "beta=0",
+                       "--set", "max_completion_length=8", "--set", "save_steps=100", "--set", "logging_steps=1",
+                       "--set", f"judge_base_url={server.base_url}", "--set", "judge_api_key_env=SRPO_TEST_KEY",
+                       "-w", str(ws.root), "--json", env={"SRPO_TEST_KEY": "not-to-be-written"})
+    result = json.loads(proc.stdout)
+    assert result["global_step"] == 1
+    text = Path(result["manifest"]).read_text()
+    manifest = json.loads(text)
+    assert manifest["trainer"] == "srpo" and manifest["rewards"] == ["label_correctness", "answer_format"]
+    srpo = manifest["srpo"]
+    assert srpo["formula"].startswith("A_it = A_i + step_lambda * z_ij") and srpo["step_lambda"] == 0.5
+    assert srpo["judge"]["base_url"] == server.base_url and srpo["judge"]["api_key_env"] == "SRPO_TEST_KEY"
+    assert len(srpo["judge"]["prompt_hash"]) == 64 and srpo["verifier"]  # the version has a `steps` set
+    assert "not-to-be-written" not in text

@@ -23,6 +23,7 @@ from transformers.training_args import SaveStrategy
 from trl import DPOConfig, GRPOConfig, SFTConfig
 
 from schemas.errors import CotgenError
+from schemas.sample import STEP_NAMES
 
 GPU = torch.cuda.is_available()
 # CPU bf16 autocast is slow and lossy for tiny models: fp32 there, bf16 where the GPU supports it.
@@ -133,6 +134,33 @@ class GRPOTrainConfig(CotgenFields, GRPOConfig):
     @property
     def group_size(self) -> int:
         return int(self.num_generations or 0)
+
+
+@dataclass
+class SRPOTrainConfig(GRPOTrainConfig):
+    """TaoSR-SHE stage 3 (our design): GRPO with stepwise credit (training/srpo.py).
+
+    Token advantage in a step = the rollout's outcome group advantage + step_lambda * (the step's reward
+    normalised across the group); the label line and text outside the credited steps get the outcome advantage
+    alone. A step's reward in [-1, 1] is the weighted mean of the judge's verdict (+1 correct, -1 incorrect) and
+    the offline verifier (human step marks of the same pair: +/- token F1 to the closest marked step), over the
+    sources that gave one.
+    """
+
+    step_lambda: float = _f(0.5, "Weight of the normalised step reward added to the outcome advantage of a step's "
+                            "tokens; 0 is plain GRPO.")
+    judge_weight: float = _f(1.0, "Weight of the generative judge's verdict in a step's reward; 0 ignores the judge.")
+    verifier_weight: float = _f(1.0, "Weight of the offline verifier (human step marks of the same pair); 0 ignores "
+                                "it.")
+    credit_steps: list[str] = _f(None, "Steps that get stepwise credit (comma-separated with --set).",
+                                 factory=lambda: list(STEP_NAMES))
+    judge_base_url: str | None = _f(None, "OpenAI-compatible judge server, e.g. http://127.0.0.1:8000/v1 (unset: "
+                                    "[judge].base_urls of cotgen.toml when its backend is openai; none: verifier only).")
+    judge_model: str | None = _f(None, "Model name sent to the judge server (unset: [judge].model).")
+    judge_api_key_env: str | None = _f(None, "Environment variable holding the judge server's key (unset: "
+                                       "[judge].api_key_env); the key itself is never recorded.")
+    judge_workers: int = _f(8, "Concurrent judge requests per batch of rollouts.")
+    step_weight: float = _f(0.0, "GRPO's scalar step_agreement reward: off in SRPO, whose step credit is per token.")
 
 
 C = TypeVar("C", bound=CotgenFields)

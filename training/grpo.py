@@ -26,13 +26,13 @@ def grpo_rewards(version: ExportedVersion, cfg: GRPOTrainConfig, with_steps: boo
     return funcs, weights
 
 
-def grpo_train_set(version: ExportedVersion, cfg: GRPOTrainConfig) -> tuple[Dataset, bool]:
-    """The `grpo` train split, with the `steps` set's marks joined on when the step reward is on."""
+def grpo_train_set(version: ExportedVersion, cfg: GRPOTrainConfig, with_marks: bool) -> tuple[Dataset, bool]:
+    """The `grpo` train split, with the `steps` set's human step marks joined on when asked and there is one."""
     if cfg.reward_weights is not None:
         raise CotgenError("reward_weights: set label_weight, format_weight and step_weight instead (cotgen builds "
                           "TRL's reward_weights from them)")
     train = version.split("grpo", "train")
-    with_steps = "steps" in version.kinds and cfg.step_weight > 0
+    with_steps = with_marks and "steps" in version.kinds
     if with_steps:
         train = attach_step_labels(train, version.split("steps", "train"), version.scheme)
     return train, with_steps
@@ -46,7 +46,7 @@ def grpo_args(cfg: GRPOTrainConfig, output_dir: Path, weights: list[float]) -> G
 
 def train_grpo(version: ExportedVersion, model_ref: str, output_dir: Path, cfg: GRPOTrainConfig,
                on_step: OnStep | None = None) -> RunResult:
-    train, with_steps = grpo_train_set(version, cfg)
+    train, with_steps = grpo_train_set(version, cfg, with_marks=cfg.step_weight > 0)
     funcs, weights = grpo_rewards(version, cfg, with_steps)
 
     def build(model_path, tokenizer, peft_config):

@@ -6,29 +6,42 @@ says (dataset versions, models, run directories, `[training]`) and reports progr
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cotgen.app.progress import Notice, ProgressEvent, Reporter, silent
+from cotgen.judge import load_judge_prompt, parse_verdicts, render_messages, verdict_schema
+from cotgen.prompting import Prompt
+from curation.runs import pairs_by_id
+from curation.store import open_store
 from schemas.datasets import DatasetRef
 from schemas.errors import CotgenError
+from schemas.labels import LabelScheme
+from schemas.pair import Pair
 from schemas.workspace import Workspace
 from training.data import ExportedVersion, open_version
 from training.manifest import RUN_MANIFEST, read_run_manifest
 
-if TYPE_CHECKING:  # training.configs imports torch and TRL (seconds); commands must not pay for it
-    from training.configs import CotgenFields
-    from training.runner import RunResult
+if TYPE_CHECKING:  # training's modules import torch and TRL (seconds); commands must not pay for it
+    from openai import OpenAI
 
-TrainerKind = Literal["sft", "dpo", "grpo"]
+    from training.configs import CotgenFields, SRPOTrainConfig
+    from training.runner import RunResult
+    from training.srpo import StepJudge, StepJudgeRequest
+
+TrainerKind = Literal["sft", "dpo", "grpo", "srpo"]
 TOML_OVERRIDES = "cotgen.toml [training].overrides"
 
 
 def config_class(kind: TrainerKind) -> type[CotgenFields]:
-    from training.configs import DPOTrainConfig, GRPOTrainConfig, SFTTrainConfig
+    from training.configs import DPOTrainConfig, GRPOTrainConfig, SFTTrainConfig, SRPOTrainConfig
 
-    return {"sft": SFTTrainConfig, "dpo": DPOTrainConfig, "grpo": GRPOTrainConfig}[kind]
+    return {"sft": SFTTrainConfig, "dpo": DPOTrainConfig, "grpo": GRPOTrainConfig, "srpo": SRPOTrainConfig}[kind]
 
 
 def parse_overrides(items: list[str], where: str) -> dict[str, str]:
@@ -120,20 +133,107 @@ class TrainResult:
         return {**self.run.to_dict(), "manifest": str(self.run.output_dir / RUN_MANIFEST)}
 
 
-def run_trainer(kind: TrainerKind, version: ExportedVersion, model: str, output: Path, cfg: CotgenFields,
-                report: Reporter = silent) -> TrainResult:
+class ServerStepJudge:
+    """SRPO's in-training step judge: cotgen.judge's prompt and verdict parser against an OpenAI-compatible server.
+
+    A verdict becomes +1 (correct) or -1 (incorrect); a step without one, a pair not in the store or a failed
+    request gives None (the step then takes its verifier reward, or no step credit). Failures are counted and the
+    first one is reported.
+    """
+
+    def __init__(self, client: OpenAI, model: str, prompt: Prompt, pairs: dict[str, Pair], scheme: LabelScheme,
+                 structured: bool, show_gold: bool, max_tokens: int, workers: int, report: Reporter = silent) -> None:
+        self.client, self.model, self.prompt, self.pairs, self.scheme = client, model, prompt, pairs, scheme
+        self.structured, self.show_gold, self.max_tokens, self.workers = structured, show_gold, max_tokens, workers
+        self.report = report
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, requests: Sequence[StepJudgeRequest]) -> list[list[float | None]]:
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(self._one, requests))
+
+    def _one(self, req: StepJudgeRequest) -> list[float | None]:
+        import openai
+
+        names = [s.name for s in req.steps]
+        pair = self.pairs.get(req.pair_id or "")
+        if pair is None:
+            return [None] * len(names)
+        messages = render_messages(self.prompt, pair, self.scheme, req.steps, gold=req.label if self.show_gold else None,
+                                   predicted=req.predicted, structured=self.structured)
+        schema = {"response_format": {"type": "json_schema", "json_schema": {
+            "name": "step_verdicts", "schema": verdict_schema(names)}}} if self.structured else {}
+        try:
+            reply = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0.0,
+                                                        max_tokens=self.max_tokens, **schema)
+        except openai.OpenAIError as e:
+            with self._lock:
+                self.failures += 1
+                first = self.failures == 1
+            if first:
+                self.report(Notice(f"step judge: a request failed ({str(e).splitlines()[0]}); its steps get no "
+                                   "judge reward", "warning"))
+            return [None] * len(names)
+        verdicts = parse_verdicts(reply.choices[0].message.content or "", names).verdicts
+        return [None if v is None else 1.0 if v else -1.0 for v in verdicts]
+
+
+def build_step_judge(ws: Workspace, version: ExportedVersion, cfg: SRPOTrainConfig,
+                     report: Reporter = silent) -> tuple[StepJudge | None, dict[str, Any] | None]:
+    """The judge SRPO calls during training and what the run manifest records of it (never the key).
+
+    The endpoint is cfg.judge_base_url, else [judge].base_urls[0] when [judge].backend is openai; none (or
+    judge_weight = 0) trains on the offline verifier alone.
+    """
+    jcfg = ws.config.judge
+    base_url = cfg.judge_base_url or (jcfg.base_urls[0] if jcfg.backend == "openai" and jcfg.base_urls else None)
+    if not base_url or cfg.judge_weight <= 0:
+        report(Notice("srpo: no judge server (judge_base_url or an openai [judge]); step credit from human step "
+                      "marks only", "warning"))
+        return None, None
+    import openai
+
+    key_env = cfg.judge_api_key_env or jcfg.api_key_env
+    model = cfg.judge_model or jcfg.model
+    client = openai.OpenAI(base_url=base_url, api_key=os.environ.get(key_env) or "EMPTY", timeout=jcfg.timeout_s,
+                           max_retries=min(jcfg.max_retries, 2))
+    try:
+        client.models.list()
+    except openai.OpenAIError as e:
+        raise CotgenError(f"srpo judge {base_url}: not reachable ({str(e).splitlines()[0]})") from None
+    pair_ids = sorted(set(version.split("grpo", "train")["pair_id"]))
+    with open_store(ws, read_only=True) as store:
+        pairs = {p.pair_id: p for p in pairs_by_id(store, pair_ids)}
+    prompt = load_judge_prompt(jcfg.prompt)
+    judge = ServerStepJudge(client, model, prompt, pairs, version.scheme, jcfg.structured, jcfg.show_gold,
+                            jcfg.max_tokens, cfg.judge_workers, report)
+    info = {"base_url": base_url, "model": model, "api_key_env": key_env, "prompt": prompt.name,
+            "prompt_hash": prompt.hash, "structured": jcfg.structured, "show_gold": jcfg.show_gold,
+            "pairs_found": len(pairs), "pairs": len(pair_ids)}
+    return judge, info
+
+
+def run_trainer(ws: Workspace, kind: TrainerKind, version: ExportedVersion, model: str, output: Path,
+                cfg: CotgenFields, report: Reporter = silent) -> TrainResult:
     """Train `kind` on `version` into `output`, resuming from its last checkpoint; progress as 'train' events."""
     from training.dpo import train_dpo
     from training.grpo import train_grpo
     from training.sft import train_sft
+    from training.srpo import train_srpo
+
+    what = f"{kind} on {version.name}@v{version.version}"
 
     def on_step(step: int, total: int) -> None:
-        report(ProgressEvent("train", step, total or None, f"{kind} on {version.name}@v{version.version}"))
+        report(ProgressEvent("train", step, total or None, what))
 
-    runner = {"sft": train_sft, "dpo": train_dpo, "grpo": train_grpo}[kind]
-    run = runner(version, model, output, cfg, on_step=on_step)
-    report(ProgressEvent("train", run.global_step, run.global_step, f"{kind} on {version.name}@v{version.version}",
-                         finished=True))
+    if kind == "srpo":
+        judge, info = build_step_judge(ws, version, cfg, report)  # type: ignore[arg-type]
+        run = train_srpo(version, model, output, cfg, judge, info, on_step=on_step)  # type: ignore[arg-type]
+    else:
+        run = {"sft": train_sft, "dpo": train_dpo, "grpo": train_grpo}[kind](version, model, output, cfg,
+                                                                            on_step=on_step)
+    report(ProgressEvent("train", run.global_step, run.global_step, what, finished=True))
     return TrainResult(kind, version, model, run)
 
 
@@ -142,7 +242,7 @@ def train(ws: Workspace, kind: TrainerKind, dataset: str, cfg: CotgenFields, mod
     """`cotgen train KIND`: the run directory defaults to runs/NAME-KIND; re-running it resumes."""
     version, _ = open_export(ws, dataset)
     out = ws.path(str(output)) if output else ws.runs_dir / f"{version.name}-{kind}"
-    return run_trainer(kind, version, model_ref(ws, model), out, cfg, report)
+    return run_trainer(ws, kind, version, model_ref(ws, model), out, cfg, report)
 
 
 @dataclass
@@ -176,7 +276,7 @@ class TrainStage:
             report(Notice(f"{out}: already trained on {version.name}@v{version.version}; nothing to do"))
             return TrainStageResult(out, done["global_step"], skipped=True)
         cfg = build_config(tcfg.trainer, tcfg.max_steps, tcfg.lora, tcfg.overrides, where=TOML_OVERRIDES)
-        result = run_trainer(tcfg.trainer, version, model_ref(ws, None), out, cfg, report)
+        result = run_trainer(ws, tcfg.trainer, version, model_ref(ws, None), out, cfg, report)
         return TrainStageResult(out, result.run.global_step, skipped=False, trained=result)
 
 

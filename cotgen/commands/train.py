@@ -13,7 +13,7 @@ from cotgen.app.train import train as train_run
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, open_workspace, table
 from cotgen.commands.progress import ProgressDisplay
 
-app = typer.Typer(no_args_is_help=True, help="Train on an exported dataset version with TRL (SFT, DPO, GRPO).")
+app = typer.Typer(no_args_is_help=True, help="Train on an exported dataset version with TRL (SFT, DPO, GRPO, SRPO).")
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Exported dataset NAME\\[@vK] (default: the latest version).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Base model: bundled:NAME, a local path or a run directory (default: \\[training].model, else \\[policy].model).")]
@@ -66,6 +66,14 @@ def grpo_command(dataset: DatasetOpt, model: ModelOpt = None, output: OutputOpt 
                  workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
     """GRPO on the `grpo` set (stage 3): label + format rewards, plus step rewards when a `steps` set exists."""
     _train_command("grpo", dataset, model, output, max_steps, lora, overrides, config, workspace, as_json)
+
+
+@app.command("srpo")
+def srpo_command(dataset: DatasetOpt, model: ModelOpt = None, output: OutputOpt = None, max_steps: MaxStepsOpt = None,
+                 lora: LoraOpt = False, overrides: SetOpt = None, config: ConfigOpt = None,
+                 workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
+    """SRPO on the `grpo` set (TaoSR-SHE): GRPO whose step tokens get credit from a step judge and human step marks."""
+    _train_command("srpo", dataset, model, output, max_steps, lora, overrides, config, workspace, as_json)
 
 
 def render_eval(report: EvalReport) -> None:
