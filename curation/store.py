@@ -86,13 +86,14 @@ class Store:
         return CotgenError(f"{self.path}: cannot open the store: {_first_line(err)}")
 
     def _check_intact(self) -> None:
-        """A file shorter than the blocks it declares was cut (a partial copy, a disk that filled up)."""
+        """A file too short for the blocks it has in use was cut (a partial copy, a disk that filled up)."""
         if self.path.with_name(self.path.name + ".wal").exists():
             return  # blocks replayed from the log are not in the file yet
-        block_size, blocks = self.one(queries.sql("store.database_size"))
-        if self.path.stat().st_size < block_size * blocks:
+        # Free blocks may lie past the end of an intact file; blocks in use may not.
+        block_size, used = self.one(queries.sql("store.database_size"))
+        if self.path.stat().st_size < block_size * used:
             raise CotgenError(f"{self.path}: not a cotgen store or damaged (cut short: "
-                              f"{self.path.stat().st_size:,} bytes hold fewer than its {blocks} blocks)")
+                              f"{self.path.stat().st_size:,} bytes cannot hold its {used} blocks in use)")
 
     def _connect(self, lock_timeout_s: float) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + lock_timeout_s

@@ -1,7 +1,7 @@
 -- The store's own checks.
 
 -- name: database_size
-SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = current_database()
+SELECT block_size, used_blocks FROM pragma_database_size() WHERE database_name = current_database()
 
 -- name: has_schema_version
 SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'
