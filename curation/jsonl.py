@@ -6,14 +6,18 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from schemas.errors import CotgenError
+from schemas.errors import CotgenError, not_utf8
 
 
 def json_objects(path: Path, shown: Path | None = None) -> Iterator[tuple[int, dict]]:
     """(line number, object) for every non-blank line; errors name `shown` (default: `path`)."""
     name = shown or path
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise not_utf8(name, n, raw[e.start]) from None
             if not line.strip():
                 continue
             try:

@@ -486,6 +486,12 @@ def _c56(ctx: Ctx) -> Expect:
     return Expect(review(ctx, "gold", str(ctx.write("gold.csv", text))), ["gold.csv:3:", "pair_id", "not-a-pair"])
 
 
+@case("review-gold-row-after-a-two-line-note")
+def _c56b(ctx: Ctx) -> Expect:
+    text = f'pair_id,label,note\n{first_pair(ctx.ws)},L4,"checked twice,\nby two people"\nnot-a-pair,L3,\n'
+    return Expect(review(ctx, "gold", str(ctx.write("gold.csv", text))), ["gold.csv:4:", "not-a-pair"])
+
+
 @case("review-gold-bad-label")
 def _c57(ctx: Ctx) -> Expect:
     text = f"pair_id,label\n{first_pair(ctx.ws)},L9\n"
@@ -645,10 +651,9 @@ def template(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pat
 
 # Cases whose fix has not landed yet, by issue 18 item; each must fail until it is fixed (strict).
 PENDING = {
-    1: ["ingest-latin1-read-as-utf16", "ingest-symlink-loop", "review-import-latin1", "review-gold-latin1"],
+    1: ["ingest-latin1-read-as-utf16", "ingest-symlink-loop"],
     4: ["ingest-ragged-row", "ingest-bare-cr-line-endings", "ingest-unclosed-quote", "ingest-parquet-list-column",
-        "ingest-binary-named-csv", "ingest-utf16-without-encoding", "review-gold-unknown-pair-names-file-line",
-        "review-gold-bad-label"],
+        "ingest-binary-named-csv", "ingest-utf16-without-encoding"],
 }
 _PENDING = {name: item for item, names in PENDING.items() for name in names}
 

@@ -257,9 +257,9 @@ class GoldResult:
 
 def add_gold_pairs(ws: Workspace, path: Path, added_by: str) -> GoldResult:
     """Mark the pairs of a CSV/JSONL file as gold with their trusted labels (checked before any write)."""
-    rows = read_gold(path)
+    rows, lines = read_gold(path)
     schemes = {name: ws.config.scheme(name).ids for name in ws.config.known_schemes()}
     with gated_store(ws) as store:
-        n = add_gold(store, rows, added_by, schemes, str(path))
+        n = add_gold(store, rows, added_by, schemes, str(path), lines)
         total = store.scalar(sql("review.gold_count"))
     return GoldResult(added=n, gold_pairs=total)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -27,7 +28,7 @@ from curation.review.journal import (
 )
 from curation.store import Store, StoreBusy
 from schemas.answer import parse_answer, render_answer
-from schemas.errors import CotgenError, require_file
+from schemas.errors import CotgenError, read_text, require_file
 from schemas.labels import LabelScheme
 from schemas.review import Review
 from schemas.workspace import Workspace
@@ -216,20 +217,23 @@ def export_reviews(store: Store, live_only: bool = False) -> list[dict]:
     return [json.loads(Review.model_validate(r).model_dump_json()) for r in rows]
 
 
-def read_gold(path: Path) -> list[tuple[str, str, str]]:
-    """(pair_id, label, note) rows from a CSV with a header or a JSONL file."""
+def read_gold(path: Path) -> tuple[list[tuple[str, str, str]], list[int]]:
+    """(pair_id, label, note) rows from a CSV with a header or a JSONL file, and the file line each starts on."""
     require_file(path)
-    rows = []
+    rows, lines = [], []
     if path.suffix == ".jsonl":
         for n, data in json_objects(path):
             if "pair_id" not in data or "label" not in data:
                 raise CotgenError(f"{path}:{n}: expected {{\"pair_id\": ..., \"label\": ...}}")
             rows.append((str(data["pair_id"]), str(data["label"]), str(data.get("note", ""))))
-        return rows
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"pair_id", "label"} <= set(reader.fieldnames):
-            raise CotgenError(f"{path}:1: header: needs columns pair_id and label")
-        for row in reader:
-            rows.append((row["pair_id"].strip(), row["label"].strip(), (row.get("note") or "").strip()))
-    return rows
+            lines.append(n)
+        return rows, lines
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    if not reader.fieldnames or not {"pair_id", "label"} <= set(reader.fieldnames):
+        raise CotgenError(f"{path}:1: header: needs columns pair_id and label")
+    start = reader.line_num + 1
+    for row in reader:
+        rows.append((row["pair_id"].strip(), row["label"].strip(), (row.get("note") or "").strip()))
+        lines.append(start)
+        start = reader.line_num + 1  # a quoted field may span lines: the next row starts after this one
+    return rows, lines

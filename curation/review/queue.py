@@ -224,10 +224,13 @@ def load_items(store: Store, annotator: str, keys: list[str]) -> list[ReviewItem
 
 
 def add_gold(store: Store, rows: list[tuple[str, str, str]], added_by: str, schemes: dict[str, list[str]],
-             origin: str) -> int:
-    """Mark pairs as gold with a trusted label; rows are (pair_id, label, note), checked before any write."""
+             origin: str, lines: list[int] | None = None) -> int:
+    """Mark pairs as gold with a trusted label; rows are (pair_id, label, note), checked before any write.
+
+    Errors name `origin` and the row's line there (`lines`; default: its position, from 1).
+    """
     found = dict(store.rows(sql("review.pairs_scheme"), [[r[0] for r in rows]]))
-    for n, (pair_id, label, _) in enumerate(rows, start=1):
+    for n, (pair_id, label, _) in zip(lines or range(1, len(rows) + 1), rows, strict=True):
         if pair_id not in found:
             raise CotgenError(f"{origin}:{n}: pair_id: '{pair_id}' is not a pair in the store")
         grades = schemes[found[pair_id]]
