@@ -48,7 +48,8 @@ class SourceConfig(Section):
     name: str
     path: str
     scheme: str = "taosr4"
-    format: Literal["auto", "csv", "tsv", "parquet", "jsonl"] = "auto"
+    format: Literal["auto", "csv", "tsv", "parquet", "jsonl", "hf"] = "auto"
+    split: str | None = Field(default=None, description="a saved DatasetDict (format hf): ingest only this split")
     encoding: str = "utf-8"
     strip_html: bool = False
     skip_bad: bool = Field(default=False, description="send bad rows to a rejects file instead of stopping")

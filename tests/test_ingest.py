@@ -10,6 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from schemas.errors import CotgenError
+
 from conftest import COTGEN, run_cli
 
 CROWDFLOWER_MAP = "id=id,query=query,title=product_title,description=product_description,label=median_relevance"
@@ -254,3 +256,155 @@ def test_same_file_under_another_source_name_adds_nothing(ws):
     [forced] = ingest_json(ws, str(copy), "--source", "second", "--as-new-source")
     assert forced["added"] == 2 and forced["same_file_as"] is None
     assert store_rows(ws, "SELECT source, count(*) FROM pairs GROUP BY 1 ORDER BY 1") == [("first", 2), ("second", 2)]
+
+
+# ---- column detection, more inputs, honest values, guiding errors (issue 17) ------------------------------
+
+
+def lib_ingest(tmp_path: Path, path: Path | str, scheme: str = "taosr4", **source: object):
+    """Ingest through the library into a real store: (report, rows of pairs)."""
+    from curation.ingest import ingest
+    from curation.store import Store
+    from schemas.config import SourceConfig
+    from schemas.labels import BUILTIN_SCHEMES
+
+    with Store(tmp_path / "store.duckdb") as store:
+        config = SourceConfig.model_validate({"name": "src", "path": str(path), "scheme": scheme, **source})
+        report = ingest(store, config, BUILTIN_SCHEMES[scheme], rejects_dir=tmp_path)
+        rows = store.query("SELECT query, title, description, raw_label, label, source_row FROM pairs ORDER BY source_row")
+    return report, rows
+
+
+def test_kaggle_crowdflower_headers_need_no_map(ws, shared_data):
+    proc = run_cli("ingest", "-w", str(ws), str(shared_data / "crowdflower/train_dev.csv"), "--scheme", "crowdflower",
+                   "--strip-html", "--json")
+    [report] = json.loads(proc.stdout)
+    assert report["added"] == 7356 and report["labels"] == {"L4": 4358, "L3": 1281, "L2": 1122, "L1": 595}
+    assert report["columns"] == {"query": "query", "title": "product_title", "description": "product_description",
+                                 "label": "median_relevance", "id": "id"}
+    assert set(report["detected"]) == {"query", "title", "description", "label", "id"}
+    (recorded,) = store_rows(ws, "SELECT columns->>'label' FROM ingests")[0]
+    assert recorded == "median_relevance"
+    shown = run_cli("ingest", "-w", str(ws), str(shared_data / "crowdflower/train_dev.csv"), "--scheme", "crowdflower")
+    assert "columns: query <- query, title <- product_title" in shown.stderr and "label <- median_relevance" in shown.stderr
+
+
+def test_home_depot_latin1_headers_and_bins(tmp_path):
+    rows = [("1", "100001", "Simpson Strong-Tie 12-Gauge Angle", "angle bracket", "3"),
+            ("2", "100001", "Caf\u00e9 Table Lamp", "l bracket", "2.5"),
+            ("3", "100002", "BEHR Premium Textured Deck", "deck over", "1.67"),
+            ("4", "100003", "Br\u00fcckner Shower Rod", "rain shower head", "1.5"),
+            ("5", "100004", "Ni\u00f1o Lawn Mower", "mower", "1")]
+    text = "id,product_uid,product_title,search_term,relevance\n" + "".join(",".join(r) + "\n" for r in rows)
+    path = write(tmp_path / "hd.csv", text.encode("latin-1"))
+    report, stored = lib_ingest(tmp_path, path, "homedepot", encoding="latin-1")
+    assert report.columns == {"query": "search_term", "title": "product_title", "label": "relevance", "id": "id"}
+    assert [r["label"] for r in stored] == ["H3", "H3", "H2", "H2", "H1"]
+    assert stored[1]["title"] == "Caf\u00e9 Table Lamp"
+
+
+def test_esci_headers_need_no_map(tmp_path):
+    path = write(tmp_path / "esci.csv", b"query,product_title,esci_label\niphone charger,USB-C Cable,E\n"
+                                        b"iphone charger,Phone Case,C\n")
+    report, stored = lib_ingest(tmp_path, path, "esci")
+    assert report.detected == {"query": "query", "title": "product_title", "label": "esci_label"}
+    assert [r["label"] for r in stored] == ["E", "C"]
+
+
+def test_ambiguous_or_missing_headers_name_the_candidates(tmp_path):
+    path = write(tmp_path / "amb.csv", b"query,title,product_title,label\nmug,Mug,Blue Mug,L4\n")
+    with pytest.raises(CotgenError, match=r"amb.csv: columns 'title' and 'product_title' could each be the title; "
+                                          r"pick one with --map title=COLUMN"):
+        lib_ingest(tmp_path, path)
+    report, stored = lib_ingest(tmp_path, path, columns={"title": "product_title"})
+    assert report.detected == {"query": "query", "label": "label"} and stored[0]["title"] == "Blue Mug"
+    none = write(tmp_path / "none.csv", b"query,text,grade_of\nmug,Mug,L4\n")
+    with pytest.raises(CotgenError, match=r"none.csv: missing columns 'title' and 'label' \(the file has: query, "):
+        lib_ingest(tmp_path, none)
+
+
+def test_pandas_parquet_with_float_labels(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"query": ["mug", "hat", "cap"], "product_title": ["Blue Mug", "Red Hat", "Cap"],
+                          "median_relevance": [4.0, 1.0, 3.0]})
+    frame.to_parquet(tmp_path / "pandas.parquet")
+    report, stored = lib_ingest(tmp_path, tmp_path / "pandas.parquet", "crowdflower")
+    assert report.labels == {"L4": 1, "L3": 1, "L2": 0, "L1": 1} and stored[0]["raw_label"] == "4.0"
+    frame.assign(median_relevance=[4.0, 4.5, 3.0]).to_parquet(tmp_path / "half.parquet")
+    with pytest.raises(CotgenError, match=r"half.parquet:2: label: unknown label '4.5' for scheme crowdflower"):
+        lib_ingest(tmp_path, tmp_path / "half.parquet", "crowdflower")
+
+
+def split_rows(n: int, start: int) -> dict[str, list[str]]:
+    return {"query": [f"q{i}" for i in range(start, start + n)], "title": [f"t{i}" for i in range(start, start + n)],
+            "label": ["L4", "L1"] * (n // 2)}
+
+
+def test_saved_hf_dataset(ws, tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"train": Dataset.from_dict(split_rows(4, 0)), "test": Dataset.from_dict(split_rows(2, 4))}).save_to_disk(
+        str(tmp_path / "saved"))
+    [only_test] = ingest_json(ws, str(tmp_path / "saved"), "--split", "test", "--source", "hf_test")
+    assert only_test["added"] == 2
+    [every] = ingest_json(ws, str(tmp_path / "saved"), "--source", "hf_all")
+    assert every["rows_read"] == 6 and every["added"] == 6
+    bad = run_cli("ingest", "-w", str(ws), str(tmp_path / "saved"), "--split", "dev", "--source", "x", check=False)
+    assert bad.returncode == 2 and "no split 'dev' (splits: train, test)" in bad.stderr
+    Dataset.from_dict(split_rows(2, 8)).save_to_disk(str(tmp_path / "one"))
+    [single] = ingest_json(ws, str(tmp_path / "one"), "--source", "one")
+    assert single["added"] == 2
+
+
+def test_parquet_shards_by_directory_or_glob(ws, tmp_path):
+    import polars as pl
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i in range(3):
+        pl.DataFrame(split_rows(2, 10 + 2 * i)).write_parquet(shards / f"part-{i}.parquet")
+    [by_dir] = ingest_json(ws, str(shards), "--source", "shards")
+    assert by_dir["rows_read"] == 6 and by_dir["added"] == 6
+    [by_glob] = ingest_json(ws, str(shards / "part-*.parquet"))
+    assert by_glob["source"] == "shards" and by_glob["already_present"] == 6
+    pl.DataFrame({"query": ["q"], "title": [""], "label": ["L4"]}).write_parquet(shards / "part-9.parquet")
+    broken = run_cli("ingest", "-w", str(ws), str(shards), "--source", "broken", check=False)
+    assert broken.returncode == 2 and f"{shards / 'part-9.parquet'}:1: title: missing value" in broken.stderr
+
+
+def test_odd_values_are_errors_or_counted(tmp_path):
+    import polars as pl
+
+    obj = write(tmp_path / "obj.jsonl", b'{"query": "mug", "title": "Mug", "label": "L4"}\n'
+                                        b'{"query": {"text": "hat"}, "title": "Hat", "label": "L4"}\n')
+    with pytest.raises(CotgenError, match=r"obj.jsonl:2: query: object value, expected text"):
+        lib_ingest(tmp_path, obj)
+    pl.DataFrame({"query": ["mug"], "title": [["Blue", "Mug"]], "label": ["L4"]}).write_parquet(tmp_path / "list.parquet")
+    with pytest.raises(CotgenError, match=r"list.parquet:1: title: a list value, expected text"):
+        lib_ingest(tmp_path, tmp_path / "list.parquet")
+    dup = write(tmp_path / "dup.csv", b"query,title,label,label\nmug,Mug,L4,L1\n")
+    with pytest.raises(CotgenError, match=r"dup.csv: the header repeats 'label'"):
+        lib_ingest(tmp_path, dup)
+    nul = write(tmp_path / "nul.csv", b"query,title,label\nm\x00ug,Blue\x00 Mug\x00,L4\n")
+    report, stored = lib_ingest(tmp_path, nul)
+    assert report.nul_bytes_removed == 3 and (stored[0]["query"], stored[0]["title"]) == ("mug", "Blue Mug")
+
+
+def test_errors_that_guide(tmp_path):
+    crowdflower = write(tmp_path / "cf.csv", b"query,title,label\na,A,4\nb,B,1\nc,C,2\nd,D,3\n")
+    with pytest.raises(CotgenError) as e:
+        lib_ingest(tmp_path, crowdflower)
+    assert "unknown label '4' for scheme taosr4" in str(e.value)
+    assert "the values 1-4 fit scheme crowdflower: --scheme crowdflower" in str(e.value)
+    assert "--skip-bad" not in str(e.value) and "(all 4 rows are bad)" in str(e.value)
+    some = write(tmp_path / "some.csv", b"query,title,label\na,A,L4\nb,B,L9\nc,C,L8\n")
+    with pytest.raises(CotgenError, match=r"some.csv:3: label: .*\(1 more bad rows; --skip-bad sends them"):
+        lib_ingest(tmp_path, some)
+
+
+def test_strip_html_collapses_whitespace_runs(tmp_path):
+    ebay = write(tmp_path / "ebay.csv", b'query,title,description,label\nmug,<b>Blue</b>  Mug,"<div>\n\t\t\t\t\t '
+                                        b'Item specifics \n\t\t<br>Colour:&nbsp;blue</div>",L4\n')
+    _, stored = lib_ingest(tmp_path, ebay, strip_html=True, columns={"description": "description"})
+    assert stored[0]["title"] == "Blue Mug" and stored[0]["description"] == "Item specifics Colour:\xa0blue"

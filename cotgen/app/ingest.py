@@ -13,6 +13,7 @@ from curation.status import workspace_status
 from curation.store import open_store
 from schemas.config import SourceConfig
 from schemas.errors import CotgenError
+from schemas.labels import BUILTIN_SCHEMES
 from schemas.workspace import Workspace
 
 
@@ -29,9 +30,13 @@ def ingest_sources(ws: Workspace, sources: list[SourceConfig], skip_bad: bool = 
         for src in sources:
             resolved = src.model_copy(update={"path": str(ws.path(src.path))})
             r = ingest(store, resolved, ws.config.scheme(src.scheme), skip_bad=skip_bad or src.skip_bad,
-                       rejects_dir=ws.rejects_dir, as_new_source=as_new_source)
+                       rejects_dir=ws.rejects_dir, as_new_source=as_new_source,
+                       schemes={**BUILTIN_SCHEMES, **ws.config.schemes})
             if r.same_file_as:
                 report(_same_file_notice(r))
+            elif r.detected:
+                mapping = ", ".join(f"{k} <- {v}" for k, v in r.columns.items() if k != "attributes")
+                report(Notice(f"{r.source}: columns: {mapping} (detected from the headers; --map changes it)"))
             reports.append(r)
     return reports
 
@@ -39,7 +44,12 @@ def ingest_sources(ws: Workspace, sources: list[SourceConfig], skip_bad: bool = 
 def cli_source(ws: Workspace, path: Path | None, name: str | None) -> SourceConfig:
     """The source a command line names: a configured one (by --source), or a new one for PATH (named by its stem)."""
     known = {s.name: s for s in ws.config.sources}
-    name = name or (path.stem if path else "")
+    if name is None and path is not None:
+        named = path
+        while set("*?[") & set(named.name):  # a glob: named after the folder it searches
+            named = named.parent
+        name = named.stem
+    name = name or ""
     if path is None and name not in known:
         raise CotgenError(f"unknown source '{name}'; configured: {', '.join(known) or 'none'}")
     return known.get(name) or SourceConfig(name=name, path=str(path))

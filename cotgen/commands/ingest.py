@@ -37,12 +37,13 @@ def render_ingest(result: IngestStageResult) -> None:
 
 
 def ingest_command(
-    path: Annotated[Path | None, typer.Argument(help="File to ingest (CSV/TSV/Parquet/JSONL). Omit it to ingest every configured source.")] = None,
+    path: Annotated[Path | None, typer.Argument(help="File to ingest (CSV/TSV/Parquet/JSONL), a directory or glob of Parquet shards, or a saved HF dataset. Omit it to ingest every configured source.")] = None,
     source: Annotated[str | None, typer.Option("--source", "-s", help="Source name (a sources entry in cotgen.toml, or a new name for PATH).")] = None,
     scheme: Annotated[str | None, typer.Option("--scheme", help="Label scheme of the raw labels.")] = None,
     column_map: Annotated[str | None, typer.Option("--map", help="Column mapping, e.g. query=search_term,title=product_title,label=grade,id=row_id.")] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Text encoding, e.g. latin-1.")] = None,
-    fmt: Annotated[Literal["csv", "tsv", "parquet", "jsonl"] | None, typer.Option("--format", help="Default: from the extension.")] = None,
+    fmt: Annotated[Literal["csv", "tsv", "parquet", "jsonl", "hf"] | None, typer.Option("--format", help="Default: from the path (hf: a directory saved by datasets' save_to_disk).")] = None,
+    split: Annotated[str | None, typer.Option("--split", help="A saved DatasetDict: ingest only this split (default: all).")] = None,
     strip_html: Annotated[bool | None, typer.Option("--strip-html/--keep-html", help="Strip tags and decode entities.")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Send bad rows to a rejects file instead of stopping.")] = False,
     as_new_source: Annotated[bool, typer.Option("--as-new-source", help="Ingest a file already in the store under another source name again, as this source.")] = False,
@@ -51,7 +52,8 @@ def ingest_command(
 ) -> None:
     """Add labelled pairs to the store. Re-ingesting a file adds nothing; a bad row stops with file:row: field: reason.
 
-    A new file is recorded in cotgen.toml as a [[sources]] entry, so `cotgen run` ingests it too.
+    Columns not mapped are detected from common headers (the mapping is printed). A new file is recorded in
+    cotgen.toml as a [[sources]] entry, so `cotgen run` ingests it too.
     """
     ws = open_workspace(workspace)
     recorded = None
@@ -65,7 +67,7 @@ def ingest_command(
             base = cli_source(ws, path, source)
             src = merge_overrides(
                 base, "ingest", path=str(path.resolve()) if path else None, scheme=scheme, encoding=encoding,
-                format=fmt, strip_html=strip_html, skip_bad=skip_bad or None,
+                format=fmt, split=split, strip_html=strip_html, skip_bad=skip_bad or None,
                 columns=parse_column_map(column_map, base.columns),
             )
             done = ingest_file(ws, src, skip_bad, as_new_source=as_new_source, report=show)

@@ -16,32 +16,51 @@ INSERT INTO label_bins VALUES (?, ?, ?, ?)
 
 -- name: bind
 SET VARIABLE ingest = {'source': $source, 'staging': $staging, 'scheme': $scheme, 'binned': $binned,
-                       'range': $range, 'expected': $expected, 'integers': $integers}
+                       'range': $range, 'expected': $expected, 'shown': $shown}
+
+-- name: bind_integers
+-- Whether the scheme's raw values are all integers (CrowdFlower's 1-4): then 4.0 reads as 4.
+SET VARIABLE label_integers = $integers
+
+-- name: raw_values
+-- Every distinct raw label of the staged file, once: the mapping runs on these few values, not on every row.
+CREATE OR REPLACE TEMP TABLE raw_values AS
+SELECT DISTINCT raw_label FROM read_parquet(getvariable('ingest').staging)
+
+-- name: raw_grades_view
+-- A raw label matches the scheme's spellings as text; where every raw value of the scheme is an integer,
+-- a number with no fractional part (4.0 from a pandas float column) matches as that integer; a binned
+-- scheme maps numbers by range (the top bin includes its upper edge).
+CREATE OR REPLACE TEMP VIEW raw_grades AS
+WITH r AS (
+    SELECT raw_label, TRY_CAST(raw_label AS DOUBLE) AS num FROM raw_values
+)
+SELECT r.raw_label, coalesce(m.grade, b.grade) AS grade
+FROM r
+LEFT JOIN label_map m ON m.raw = CASE WHEN getvariable('label_integers') AND r.num = round(r.num)
+                                      THEN CAST(CAST(r.num AS BIGINT) AS VARCHAR) ELSE lower(r.raw_label) END
+LEFT JOIN label_bins b ON r.num >= b.low AND (r.num < b.high OR (b.is_last AND r.num = b.high))
+
+-- name: unmatched_labels
+-- How many distinct raw labels the current label tables leave unmapped (to find a scheme that fits).
+SELECT count(*) FILTER (WHERE grade IS NULL), count(*) FROM raw_grades WHERE raw_label <> ''
+
+-- name: raw_label_values
+SELECT raw_label FROM raw_values WHERE raw_label <> '' ORDER BY raw_label LIMIT $limit
 
 -- name: staged_view
--- A raw label matches the scheme's spellings as text; where every raw value of the scheme is an integer,
--- a number with no fractional part (4.0 from a pandas float column) matches as that integer.
 CREATE OR REPLACE TEMP VIEW staged AS
-WITH s AS (
-    SELECT *, CASE WHEN getvariable('ingest').integers AND TRY_CAST(raw_label AS DOUBLE) IS NOT NULL
-                        AND TRY_CAST(raw_label AS DOUBLE) = round(TRY_CAST(raw_label AS DOUBLE))
-                   THEN CAST(CAST(TRY_CAST(raw_label AS DOUBLE) AS BIGINT) AS VARCHAR)
-                   ELSE lower(raw_label) END AS _match
-    FROM read_parquet(getvariable('ingest').staging)
-)
-SELECT s.* EXCLUDE (_match), coalesce(m.grade, b.grade) AS label,
+SELECT s.*, g.grade AS label,
        CASE WHEN s.query IS NULL THEN 'query' WHEN s.title IS NULL THEN 'title'
-            WHEN coalesce(m.grade, b.grade) IS NULL THEN 'label' END AS bad_field,
+            WHEN g.grade IS NULL THEN 'label' END AS bad_field,
        substr(md5(getvariable('ingest').source || chr(31) || s._key), 1, 16) AS pair_id,
        substr(md5(s._nq), 1, 16) AS query_id
-FROM s
-LEFT JOIN label_map m ON s._match = m.raw
-LEFT JOIN label_bins b ON TRY_CAST(s.raw_label AS DOUBLE) >= b.low
-    AND (TRY_CAST(s.raw_label AS DOUBLE) < b.high OR (b.is_last AND TRY_CAST(s.raw_label AS DOUBLE) = b.high))
+FROM read_parquet(getvariable('ingest').staging) s
+LEFT JOIN raw_grades g ON g.raw_label = s.raw_label
 
 -- name: keys
 -- The narrow per-row facts every later step needs, computed once.
-CREATE OR REPLACE TEMP TABLE keys AS SELECT _row, pair_id, label, raw_label, bad_field FROM staged
+CREATE OR REPLACE TEMP TABLE keys AS SELECT _row, pair_id, label, raw_label, bad_field, _nul FROM staged
 
 -- name: bad_rows_view
 CREATE OR REPLACE TEMP VIEW bad_rows AS
@@ -53,18 +72,15 @@ SELECT _row, bad_field,
              THEN raw_label || ' is outside the scheme''s range ' || getvariable('ingest').range
          ELSE 'unknown label ''' || raw_label || ''' for scheme ' || getvariable('ingest').scheme
               || ' (expected one of: ' || getvariable('ingest').expected || ')'
-    END AS reason, query, title, raw_label
+    END AS reason, query, title, raw_label, _file, _file_row
 FROM staged WHERE _row IN (SELECT _row FROM keys WHERE bad_field IS NOT NULL)
 
 -- name: count
-SELECT count(*), count(*) FILTER (WHERE bad_field IS NOT NULL) FROM keys
+SELECT count(*), count(*) FILTER (WHERE bad_field IS NOT NULL), coalesce(sum(_nul), 0) FROM keys
 
 -- name: first_bad
-SELECT _row, bad_field, reason, raw_label FROM bad_rows ORDER BY _row LIMIT 1
-
--- name: bad_labels
--- The distinct raw labels that matched no grade (to say which other scheme they fit).
-SELECT DISTINCT raw_label FROM keys WHERE bad_field = 'label' AND raw_label <> ''
+SELECT coalesce(_file, getvariable('ingest').shown) AS part, _file_row, bad_field, reason FROM bad_rows
+ORDER BY _row LIMIT 1
 
 -- name: write_rejects
 COPY (SELECT _row AS row, bad_field AS field, reason, query, title, raw_label FROM bad_rows ORDER BY _row)
@@ -114,12 +130,24 @@ SELECT label, count(*) FROM pairs WHERE ingest_id = $ingest_id GROUP BY label
 SELECT count(DISTINCT pair_id) FROM label_disagreements WHERE ingest_id = $ingest_id
 
 -- name: record_ingest
-INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_timestamp)
+INSERT INTO ingests (ingest_id, source, path, file_sha256, scheme, rows_read, added, already_present, duplicates,
+                     conflicts, rejected, columns, nul_bytes_removed)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 -- name: cleanup
 DROP VIEW IF EXISTS bad_rows; DROP VIEW IF EXISTS staged; DROP TABLE IF EXISTS keys; DROP TABLE IF EXISTS firsts;
-RESET VARIABLE ingest
+DROP VIEW IF EXISTS raw_grades; DROP TABLE IF EXISTS raw_values; RESET VARIABLE ingest;
+RESET VARIABLE label_integers
 
 -- name: same_file
 -- An earlier ingest of a file with the same content under another source name.
 SELECT source, path FROM ingests WHERE file_sha256 = $sha AND source <> $source ORDER BY created_at LIMIT 1
+
+-- name: nested_json
+-- The first JSON Lines record (1-based, blank lines skipped, as polars counts) whose mapped field holds an
+-- object or an array: polars would silently turn it into its JSON text.
+SELECT j.rn, f, json_type(j.json, '$."' || replace(f, '"', '\"') || '"') AS kind
+FROM (SELECT row_number() OVER () AS rn, json FROM read_json_objects($path, format = 'newline_delimited')) j,
+     unnest($fields::VARCHAR[]) AS t(f)
+WHERE json_type(j.json, '$."' || replace(f, '"', '\"') || '"') IN ('OBJECT', 'ARRAY')
+ORDER BY j.rn LIMIT 1
