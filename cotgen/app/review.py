@@ -36,8 +36,6 @@ from schemas.errors import CotgenError
 from schemas.labels import LabelScheme
 from schemas.workspace import Workspace
 
-# `cotgen run` has no review stage: reviewing is a person's work, not a batch step.
-STAGES: list = []
 NOT_DECISIONS = ("undo", "note", "step")  # journal entries that are not a decision on an item
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from cotgen.app.pipeline import stages
-from cotgen.commands import curate, generate, index, ingest, review, train
+from cotgen.commands import curate, generate, index, ingest, train
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, open_workspace
 from cotgen.commands.progress import ProgressDisplay
 from schemas.errors import CotgenError
@@ -28,27 +28,6 @@ RENDERERS: dict[str, Callable[[Any], None]] = {
 }
 
 
-class _LegacyStage:
-    """TRANSITIONAL: a stage still defined in a command module (takes only the workspace, prints itself)."""
-
-    def __init__(self, stage: Any):
-        self.stage = stage
-        self.name = stage.name
-
-    def run(self, ws: Any, report: Any) -> Any:
-        result = self.stage.run(ws)
-        return type("LegacyResult", (), {"to_dict": lambda self: result})()
-
-
-def _all_stages() -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for module in (ingest, index, generate, curate, review, train):
-        for s in getattr(module, "STAGES", ()):
-            found[s.name] = _LegacyStage(s)
-    found.update(stages())
-    return found
-
-
 def run_command(
     only: Annotated[list[str] | None, typer.Option("--stage", help="Run only these stages (repeatable).")] = None,
     workspace: WorkspaceOpt = Path("."),
@@ -59,7 +38,7 @@ def run_command(
     if as_json:
         # Stage tables go to stderr so stdout holds only the JSON summary.
         console.file = sys.stderr
-    known = _all_stages()
+    known = stages()
     names = only or ws.config.pipeline.stages
     unknown = [n for n in names if n not in known]
     if unknown:
