@@ -134,7 +134,7 @@ def run_duckdb(ws_dir: Path) -> dict:
     load_before = os.getloadavg()[0]
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     with open_store(ws) as store:
-        stats, bins = curate(store, resolve_runs(store, ["policy"]), ws.config.curation.difficulty)
+        stats, bins = curate(store, resolve_runs(store, ["policy"]), ws.config.curation)
     curate_s, curate_cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     phases: list[tuple[str, float, float]] = [("open", time.perf_counter(), cpu_seconds())]
     result = export_dataset(ws, "bench", ["dpo", "grpo"], "label_first", bench_prompt,

@@ -17,6 +17,8 @@ from schemas.errors import CotgenError
 MANIFEST = "manifest.json"
 SPLITS_FILE = "splits.parquet"
 CHANGES = ("added", "removed", "changed", "unchanged")
+# Columns that hold what a model reads or writes; a change anywhere else is metadata (label, stage, ids, ...).
+TEXT_COLUMNS = ("prompt", "completion", "reasoning_content", "chosen", "rejected", "completions")
 
 
 
@@ -104,22 +106,28 @@ def _parquet_files(version_dir: Path, kind: str) -> list[str]:
 
 
 def diff_versions(datasets_dir: Path, name: str, a: int, b: int, examples: int = 10) -> dict[str, Any]:
-    """Per kind, pair ids added, removed, changed and unchanged going from version a to version b."""
+    """Per kind, pair ids added, removed, changed and unchanged going from version a to version b (`more`: ids
+    beyond the examples); for changed pairs, which columns changed and how many changed text or only metadata."""
     dirs = {v: DatasetRef(name, v).resolve(datasets_dir) for v in (a, b)}
     kinds = sorted({p.name for d in dirs.values() for p in (d / "data").glob("*") if p.is_dir()})
     con = duckdb.connect()
     try:
         out: dict[str, Any] = {}
         for kind in kinds:
-            for side, v in (("digests_a", a), ("digests_b", b)):
+            for side, v in (("a", a), ("b", b)):
                 files = _parquet_files(dirs[v], kind)
-                if files:
-                    con.execute(sql("datasets.digests").format(table=side), {"files": files})
-                else:
-                    con.execute(sql("datasets.empty_digests").format(table=side))
-            result = {c: {"pairs": 0, "examples": []} for c in CHANGES}
+                for query, table in (("digests", f"digests_{side}"), ("cells", f"cells_{side}")):
+                    if files:
+                        con.execute(sql(f"datasets.{query}").format(table=table), {"files": files})
+                    else:
+                        con.execute(sql(f"datasets.empty_{query}").format(table=table))
+            result: dict[str, Any] = {c: {"pairs": 0, "examples": [], "more": 0} for c in CHANGES}
             for change, pairs, sample in con.execute(sql("datasets.diff"), {"examples": examples}).fetchall():
-                result[change] = {"pairs": int(pairs), "examples": list(sample)}
+                result[change] = {"pairs": int(pairs), "examples": list(sample), "more": int(pairs) - len(sample)}
+            con.execute(sql("datasets.changed_cells"), {"text_columns": list(TEXT_COLUMNS)})
+            text, metadata_only = con.execute(sql("datasets.change_kinds")).fetchone()
+            result["changed"].update(text=int(text), metadata_only=int(metadata_only),
+                                     columns={c: int(n) for c, n in con.execute(sql("datasets.changed_columns")).fetchall()})
             out[kind] = result
         return {"name": name, "from": a, "to": b, "kinds": out}
     finally:

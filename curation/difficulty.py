@@ -1,20 +1,26 @@
-"""TaoSR1 difficulty per (pair, policy run): easy (c = n), medium, hard (0 < c <= gamma * n), unsolved (c = 0)."""
+"""TaoSR1 difficulty per (pair, policy run) from c, its clean right answers of n; see `describe_bins`."""
 
 from __future__ import annotations
 
 from curation.queries import sql
 from curation.stats import RunInfo, RunStats, compute_pair_counts, run_stats
 from curation.store import Store
-from schemas.config import DifficultyBins
+from schemas.config import CurationConfig, DifficultyBins
 
 BINS = ("easy", "medium", "hard", "unsolved")
 
 
-def curate(store: Store, runs: list[RunInfo], bins: DifficultyBins) -> tuple[list[RunStats], dict[str, dict[str, int]]]:
+def describe_bins(bins: DifficultyBins) -> str:
+    """The one wording of the bins and the GRPO window (README, cotgen.toml, `curate difficulty` and the card)."""
+    return (f"c = clean right answers (parsed ok, label = gold) of n samples; unsolved c = 0; easy c >= {bins.easy:g}n; "
+            f"hard 0 < c <= {bins.gamma:g}n; medium: the rest; GRPO keeps 0 < c < {bins.gamma:g}n (TaoSR1)")
+
+
+def curate(store: Store, runs: list[RunInfo], cur: CurationConfig) -> tuple[list[RunStats], dict[str, dict[str, int]]]:
     """The curate stage in one pass over the samples: statistics of `runs`, difficulty of their policy runs."""
     compute_pair_counts(store, [r.run_id for r in runs])
-    summary = store_difficulty(store, [r for r in runs if r.role == "policy"], bins, recount=False)
-    return run_stats(store, runs, recount=False), summary
+    summary = store_difficulty(store, [r for r in runs if r.role == "policy"], cur.difficulty, recount=False)
+    return run_stats(store, runs, recount=False, gates=cur), summary
 
 
 def store_difficulty(store: Store, runs: list[RunInfo], bins: DifficultyBins,

@@ -14,7 +14,7 @@ import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -30,12 +30,14 @@ from curation.datasets import MANIFEST, SPLITS_FILE, latest_version, read_manife
 from curation.export_card import render_card
 from curation.pairs import pair_from_row
 from curation.queries import sql
+from curation.report import PLOTS_DIR, report_data, write_plots
 from curation.select_dpo import select_dpo
 from curation.select_grpo import select_grpo
 from curation.select_sft import balance_sft_train, select_sft
 from curation.select_steps import select_steps
 from curation.selection import DROPPED_SCHEMA, Embed, SelectionContext, dropped_counts, open_selection, registered
 from curation.splits import assign_splits
+from curation.stats import teacher_quality
 from curation.store import Store, open_store
 from schemas.answer import LABEL_LINE, STEP_TITLES, AnswerOrder
 from schemas.datasets import check_dataset_name
@@ -44,6 +46,9 @@ from schemas.pair import Pair
 from schemas.workspace import Workspace
 
 KINDS = ("sft", "dpo", "grpo", "steps")
+# Every version also carries `eval`: every labelled pair of every split with the policy prompt and the gold
+# label, so evaluation, CumPT calibration and every later model score the same pairs whatever was selected.
+EVAL_KIND = "eval"
 SELECTORS: dict[str, Callable[[SelectionContext], dict[str, Any]]] = {
     "sft": select_sft, "dpo": select_dpo, "grpo": select_grpo, "steps": select_steps,
 }
@@ -62,6 +67,7 @@ FINAL_COLUMNS = {
     "grpo": ["prompt", "label", "difficulty", "scheme", "pair_id", "query_id", "stage", "n", "c"],
     "steps": ["prompt", "completions", "labels", "label_sources", "pair_id", "query_id", "label", "sample_id", "difficulty",
               "stage"],
+    EVAL_KIND: ["pair_id", "query_id", "prompt", "label", "scheme"],
 }
 MESSAGE_COLUMNS = ("completion", "chosen", "rejected")
 # Every row the selections left out, with its reason; informative only, so outside the content hash.
@@ -97,6 +103,7 @@ class Selected:
     scheme_names: list[str]
     runs: list[dict[str, Any]]
     pass_at_k: dict[str, float]
+    teacher_quality: dict[str, dict[str, Any]]
     prompt_hash: str
     prompt_renderer: str
     dropped: pa.Table
@@ -186,7 +193,7 @@ def _check_schemes(ws: Workspace, names: list[str]) -> None:
 
 def _run_record(run: Any) -> dict[str, Any]:
     return {"run_id": run.run_id, "name": run.name, "role": run.role, "model": run.model, "backend": run.backend,
-            "prompt_name": run.prompt_name, "prompt_hash": run.prompt_hash}
+            "prompt_name": run.prompt_name, "prompt_hash": run.prompt_hash, "gold_shown": run.gold_shown}
 
 
 def select_rows(ws: Workspace, store: Store, kinds: list[str], order: AnswerOrder, sources: list[str],
@@ -198,7 +205,7 @@ def select_rows(ws: Workspace, store: Store, kinds: list[str], order: AnswerOrde
     for kind in kinds:
         progress(f"selecting {kind}")
         selection[kind] = SELECTORS[kind](ctx)
-    store.con.execute(sql("export.export_pairs").format(union=" UNION ALL ".join(f"SELECT pair_id FROM rows_{k}" for k in kinds)))
+    store.con.execute(sql("export.export_pairs"))
     scheme_names = [name for name, _n in store.rows(sql("export.schemes"))]
     _check_schemes(ws, scheme_names)
     progress("splitting by query")
@@ -211,12 +218,16 @@ def select_rows(ws: Workspace, store: Store, kinds: list[str], order: AnswerOrde
     tables, row_hashes = {}, {}
     with registered(store, "prompts", prompts):
         store.con.execute(sql("export.prompt_hashes"))
-        for kind in kinds:
+        for kind in (*kinds, EVAL_KIND):
             flat = store.con.sql(sql(f"export.final_{kind}")).to_arrow_table()
             tables[kind], row_hashes[kind] = assemble(kind, flat, prompts), flat["row_hash"]
-    pass_at_k = {str(k): float(v) for _run, k, v, _pairs in store.rows(sql("stats.run_pass_at_k"))}
+    pass_at_k = {str(k): float(v) for _run, k, v, _pairs in store.rows(sql("stats.run_pass_at_k").format(c="c"))}
     dropped = store.con.sql(sql("selection.dropped_rows")).to_arrow_table().cast(DROPPED_SCHEMA)
+    cur = ws.config.curation
+    quality = teacher_quality(store, ctx.teacher_runs, cur.repetition_ngram, cur.max_ngram_repeats)
+    names = {r.run_id: r.name for r in ctx.teacher_runs}
     return Selected(dropped=dropped, dropped_counts=dropped_counts(store),
+                    teacher_quality={names[run_id]: asdict(q) for run_id, q in quality.items()},
                     tables=tables, row_hashes=row_hashes, selection=selection, splits=splits,
                     scheme_names=scheme_names, runs=[_run_record(r) for r in ctx.runs], pass_at_k=pass_at_k,
                     prompt_hash=digest(store.con.sql(sql("export.prompt_hash_column")).to_arrow_table()[0]),
@@ -306,7 +317,8 @@ def build_manifest(ws: Workspace, name: str, version: int, parent: int | None, c
                    "queries": {s: n for s, n in zip(*_split_query_counts(sel.splits), strict=True)}},
         "selection": sel.selection,
         "dropped": {"file": DROPPED_FILE, "counts": sel.dropped_counts},
-        "statistics": {"policy_pass_at_k": sel.pass_at_k, **_table_statistics(written)},
+        "statistics": {"policy_pass_at_k": sel.pass_at_k, "teacher_quality": sel.teacher_quality,
+                       **_table_statistics(written)},
         "runs": sel.runs,
         "models": sorted({r["model"] for r in sel.runs}),
         "prompt_hashes": {**{r["name"]: r["prompt_hash"] for r in sel.runs},
@@ -328,10 +340,11 @@ def _value_counts(table: pa.Table, column: str) -> dict[str, int]:
 
 
 def _table_statistics(tables: dict[str, pa.Table]) -> dict[str, Any]:
+    trained = {k: t for k, t in tables.items() if k != EVAL_KIND}  # eval rows have no difficulty or stage
     return {
         "labels": {k: _value_counts(t, "label") for k, t in tables.items()},
-        "difficulty": {k: _value_counts(t, "difficulty") for k, t in tables.items()},
-        "stages": {k: _value_counts(t, "stage") for k, t in tables.items()},
+        "difficulty": {k: _value_counts(t, "difficulty") for k, t in trained.items()},
+        "stages": {k: _value_counts(t, "stage") for k, t in trained.items()},
     }
 
 
@@ -354,11 +367,12 @@ def export_dataset(ws: Workspace, name: str, kinds: list[str], order: AnswerOrde
     version = (parent or 0) + 1
     with open_store(ws, read_only=True) as store:
         sel = select_rows(ws, store, kinds, order, sources, render, embed, previous_splits, version, say)
+        figures = report_data(store, sel.splits, [r["name"] for r in sel.runs] or None)
     written = {k: t for k, t in sel.tables.items() if t.num_rows}
     say("hashing rows")
     kind_hashes = {k: digest(sel.row_hashes[k]) for k in written}
     chash = content_hash(kind_hashes)
-    if not written:
+    if not any(k in written for k in kinds):  # evaluation pairs alone are no dataset
         return ExportResult(name, None, None, False, "", {k: {} for k in kinds}, sel.selection, sel.dropped_counts)
     if previous is not None and read_manifest(previous).get("content_hash") == chash:
         _register(ws, name, say)
@@ -379,6 +393,7 @@ def export_dataset(ws: Workspace, name: str, kinds: list[str], order: AnswerOrde
         manifest = build_manifest(ws, name, version, parent, chash, kind_hashes, order, kinds, sel, written, counts,
                                   sources)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+        write_plots(figures, tmp / PLOTS_DIR, f"{name} v{version}")  # the card embeds them
         (tmp / "README.md").write_text(render_card(manifest, {k: t.schema for k, t in written.items()}), encoding="utf-8")
         say("publishing")
         if final.exists():

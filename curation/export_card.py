@@ -7,14 +7,21 @@ from typing import Any
 import pyarrow as pa
 import yaml
 
+from curation.difficulty import describe_bins
+from curation.report import plots_markdown
+from curation.select_dpo import CASES as DPO_CASES
+from schemas.config import DifficultyBins
+
 KIND_TEXT = {
-    "sft": "stage 1 SFT: conversational `prompt`/`completion` from teacher CoT that parses, agrees with the gold "
-           "label and is consistent (CoT also in `reasoning_content`)",
+    "sft": "stage 1 SFT: conversational `prompt`/`completion` from teacher CoT that parses cleanly, agrees with the "
+           "gold label, is consistent and passes the quality gates (CoT also in `reasoning_content`)",
     "dpo": "stage 2 DPO: conversational `prompt`/`chosen`/`rejected` from the policy's own right and wrong answers "
            "(teacher CoT as `chosen` where all answers were wrong)",
     "grpo": "stage 3 GRPO: `prompt` with the gold `label` for the reward, kept where 0 < c < gamma*n, class-balanced",
     "steps": "step labels: `prompt`, `completions` (the CoT steps), `labels` (one bool per step) and `label_sources` "
              "(human: a reviewer's mark or accept; judge: the step judge's verdict, used where no human labelled the step)",
+    "eval": "evaluation: every labelled pair of each split, `prompt` (the policy prompt) and the gold `label`, "
+            "whether or not a selection kept it; `cotgen eval` scores the test split",
 }
 # What each reason in dropped.parquet means; the card defines every reason it counts.
 REASON_TEXT = {
@@ -33,6 +40,26 @@ REASON_TEXT = {
     "no_chosen": "wrong answers, no clean right one, and no teacher answer to stand in",
     "steps_unlabelled": "some step has no reviewer mark or judge verdict and the sample was not accepted",
 }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def _teacher(m: dict[str, Any], quality: dict[str, dict[str, Any]]) -> str:
+    """Intrinsic quality of the teacher runs, and which of them were shown the gold label."""
+    shown = {r["name"] for r in m.get("runs", []) if r.get("gold_shown")}
+    rows = [[name + (" (gold shown)" if name in shown else ""), q["samples"], _pct(q["truncation_rate"]),
+             _pct(q["repetition_rate"]), _pct(q["steps_present_rate"]), _pct(q["contradiction_rate"]),
+             "-" if q["mean_step_chars"] is None else f"{q['mean_step_chars']:.0f}", _pct(q["clean_rate"])]
+            for name, q in quality.items()]
+    note = ("\n\n**Gold shown**: the teacher's prompt gave it the gold label (`explain_gold`), so its agreement with "
+            "gold is label compliance, not accuracy." if shown else "")
+    return ("## Teacher runs\n\nWhat the teacher's texts look like, over all its samples (gold not used): cut at "
+            "max_tokens, one word n-gram repeated more than `curation.max_ngram_repeats` times, all five steps "
+            "present, judgement contradicting the label, characters per step, clean parses.\n\n"
+            + _table(["run", "samples", "truncated", "repetitive", "5 steps", "contradictions", "chars/step",
+                      "clean parse"], rows) + note)
 
 
 def _dropped(dropped: dict[str, Any]) -> str:
@@ -98,10 +125,14 @@ def _body(m: dict[str, Any]) -> str:
         f"split in later versions (`{m['splits']['file']}`).",
         _distribution("Labels", stats.get("labels", {})),
         _distribution("Difficulty (policy run)", stats.get("difficulty", {})),
+        f"Difficulty: {describe_bins(DifficultyBins(**m['config']['curation']['difficulty']))}.",
     ]
+    if stats.get("teacher_quality"):
+        parts.append(_teacher(m, stats["teacher_quality"]))
     if stats.get("policy_pass_at_k"):
         ks = list(stats["policy_pass_at_k"])
-        parts.append("### Policy pass@k\n\n" + _table([f"pass@{k}" for k in ks],
+        parts.append("### Policy pass@k\n\nOver the policy run's pairs, counting clean right answers (parsed ok, label = "
+                     "gold) as right.\n\n" + _table([f"pass@{k}" for k in ks],
                                                        [[f"{stats['policy_pass_at_k'][k]:.1%}" for k in ks]]))
     grpo = m.get("selection", {}).get("grpo")
     if grpo:
@@ -109,9 +140,11 @@ def _body(m: dict[str, Any]) -> str:
                      f"{grpo['cv_after']:.3f} after.")
     dpo = m.get("selection", {}).get("dpo")
     if dpo and dpo["pairs_by_case"]:
-        parts.append("DPO pairs by case: " + ", ".join(f"{k} {v}" for k, v in dpo["pairs_by_case"].items()) + ".")
+        parts.append("### DPO pairs by case\n\n" + _table(
+            ["case", "pairs", "meaning"], [[k, v, DPO_CASES.get(k, "")] for k, v in dpo["pairs_by_case"].items()]))
     if m.get("dropped"):
         parts.append(_dropped(m["dropped"]))
+    parts.append(plots_markdown())
     scheme = m.get("scheme") or {}
     if scheme:
         parts.append(f"## Label scheme `{scheme['name']}` (best first)\n\n" + _table(

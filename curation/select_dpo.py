@@ -10,6 +10,16 @@ from typing import Any
 from curation.queries import sql
 from curation.selection import SelectionContext, render_teacher_answers
 
+# Each pair's case (dpo.groups); the card defines every case it counts with these words.
+CASES = {
+    "mixed": "the policy has a clean right answer (parsed ok, consistent, through the quality gates) and a wrong "
+             "one: chosen = the right one, rejected = the wrong one",
+    "all_wrong": "no clean right answer (c = 0) and some wrong ones: the teacher's accepted answer is chosen",
+    "unclean": "right answers parsed ok (c > 0) but none consistent or through the gates, and some wrong ones: "
+               "the teacher's accepted answer is chosen, as for all_wrong",
+    "all_right": "nothing wrong to reject: no preference pair",
+}
+
 
 def select_dpo(ctx: SelectionContext) -> dict[str, Any]:
     """Fill rows_dpo from the policy run; returns the cases per pair and rows by where `chosen` came from."""

@@ -9,6 +9,7 @@ import pyarrow as pa
 from curation.queries import sql
 from curation.select_diversity import diverse
 from curation.selection import SelectionContext, registered, render_teacher_answers
+from schemas.answer import NOTE_LABEL_MISPLACED
 from schemas.errors import CotgenError
 
 
@@ -35,7 +36,8 @@ def select_sft(ctx: SelectionContext) -> dict[str, Any]:
         ctx.store.con.execute(sql("sft.create_dropped"))
     ctx.store.con.execute(sql("sft.picked"), {"k": cur.sft_per_pair})
     ctx.store.con.execute(sql("sft.rows"))
-    ctx.store.con.execute(sql("sft.dropped"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars})
+    ctx.store.con.execute(sql("sft.dropped"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars,
+                                               "misplaced": NOTE_LABEL_MISPLACED})
     return ctx.store.query(sql("sft.counts"))[0]
 
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from curation.difficulty import load_current_counts
 from curation.queries import sql
-from curation.stats import RunInfo, compute_pair_counts, install_macros, latest_run, resolve_runs
+from curation.stats import NO_LIMIT, RunInfo, compute_pair_counts, install_macros, latest_run, resolve_runs
 from curation.store import Store
 from schemas.answer import AnswerOrder, parse_answer, render_answer, render_cot
 from schemas.config import CotgenConfig
@@ -76,6 +76,9 @@ def open_selection(store: Store, config: CotgenConfig, order: AnswerOrder, sourc
     _create_views(store, [r.run_id for r in teachers], policy.run_id if policy else None)
     if policy is None or not load_current_counts(store, policy.run_id, cur.difficulty):
         compute_pair_counts(store, [policy.run_id] if policy else [])
+    store.con.execute(sql("selection.gates"), {
+        "drop_truncated": cur.drop_truncated, "ngram": cur.repetition_ngram,
+        "max_repeats": cur.max_ngram_repeats if cur.max_ngram_repeats is not None else NO_LIMIT})
     store.con.execute(sql("selection.pair_stage"), {"gamma": cur.difficulty.gamma, "easy": cur.difficulty.easy})
     store.con.execute(sql("selection.create_teacher_answers"))
     return ctx
@@ -95,7 +98,8 @@ def _create_views(store: Store, teacher_ids: list[str], policy_id: str | None) -
 
 
 EDITS_SCHEMA = pa.schema([("sample_id", pa.string()), ("text", pa.string()), ("steps", pa.string()),
-                          ("predicted_label", pa.string()), ("parse_status", pa.string()), ("consistent", pa.bool_())])
+                          ("predicted_label", pa.string()), ("parse_status", pa.string()), ("parse_reason", pa.string()),
+                          ("consistent", pa.bool_())])
 
 
 def _load_edits(ctx: SelectionContext) -> None:
@@ -106,7 +110,7 @@ def _load_edits(ctx: SelectionContext) -> None:
         for name, value in (("sample_id", sample_id), ("text", text),
                             ("steps", json.dumps([s.model_dump() for s in parsed.steps])),
                             ("predicted_label", parsed.label), ("parse_status", parsed.status),
-                            ("consistent", parsed.consistent)):
+                            ("parse_reason", parsed.reason), ("consistent", parsed.consistent)):
             cols[name].append(value)
     with registered(ctx.store, "edits_arrow", pa.table(cols, schema=EDITS_SCHEMA)):
         ctx.store.con.execute(sql("selection.create_edits"))

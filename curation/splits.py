@@ -48,7 +48,8 @@ def greedy_assign(groups: list[Group], fractions: dict[str, float], pinned: dict
 
 def assign_splits(store: Store, seed: int, fractions: dict[str, float], previous: pa.Table | None,
                   version: int) -> pa.Table:
-    """Split assignments for every query in export_pairs (plus all earlier ones); also fills temp table split_of."""
+    """Split assignments for every query of the labelled pairs in export_pairs (plus all earlier ones); also fills
+    temp table split_of. Earlier assignments are kept: a test query stays a test query."""
     pinned_rows = previous.to_pylist() if previous is not None else []
     pinned = {r["query_id"]: r["split"] for r in pinned_rows}
     groups = [Group(*row) for row in store.rows(sql("splits.query_groups"), {"seed": str(seed)})]

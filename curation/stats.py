@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import duckdb
+from duckdb.sqltypes import INTEGER, VARCHAR
+
 from curation.queries import sql
 from curation.store import Store
+from schemas.answer import max_ngram_repeats
+from schemas.config import CurationConfig
 from schemas.errors import CotgenError
+
+NO_LIMIT = 2**31 - 1  # a repetition gate that is off: no answer repeats a phrase this often
 
 
 def install_macros(store: Store) -> None:
-    """Temp macros (pass_at_k, difficulty_bin): temporary, so a read-only connection can use them too."""
+    """Temp macros (pass_at_k, difficulty_bin) and the max_ngram_repeats function: temporary, so a read-only
+    connection can use them too."""
     store.con.execute(sql("stats.macros"))
+    with contextlib.suppress(duckdb.NotImplementedException):  # already there on this connection
+        store.con.create_function("max_ngram_repeats", max_ngram_repeats, [VARCHAR, INTEGER], INTEGER,
+                                  null_handling="special", side_effects=False)
 
 
 @dataclass
@@ -26,6 +38,7 @@ class RunInfo:
     prompt_hash: str
     status: str
     samples: int
+    gold_shown: bool = False
 
 
 def list_runs(store: Store) -> list[RunInfo]:
@@ -70,13 +83,29 @@ class LabelStats:
 
 
 @dataclass
+class TeacherQuality:
+    """What a teacher run's texts look like, gold aside (rates over its samples)."""
+
+    samples: int
+    truncation_rate: float
+    repetition_rate: float | None  # None while the repetition gate is off
+    steps_present_rate: float
+    contradiction_rate: float | None
+    mean_step_chars: float | None
+    clean_rate: float
+
+
+@dataclass
 class RunStats:
-    """A run's figures as TaoSR1 reports them: pass@1..N over pairs, plus parse rate and majority vote."""
+    """A run's figures as TaoSR1 reports them: pass@1..N over pairs, plus parse rate and majority vote.
+
+    `gold_shown`: the prompt showed the gold label, so agreement is label compliance, not accuracy."""
 
     run_id: str
     name: str
     role: str
     model: str
+    gold_shown: bool
     pairs: int
     samples: int
     n_max: int
@@ -87,6 +116,11 @@ class RunStats:
     pass_at_k: dict[int, float] = field(default_factory=dict)
     labels: list[LabelStats] = field(default_factory=list)
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)
+    quality: TeacherQuality | None = None
+
+    @property
+    def agreement_name(self) -> str:
+        return "label compliance" if self.gold_shown else "accuracy"
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -94,8 +128,24 @@ class RunStats:
         return out
 
 
-def run_stats(store: Store, runs: list[RunInfo], recount: bool = True) -> list[RunStats]:
-    """Figures for each run; pass@k averages over the pairs with at least k samples.
+def teacher_quality(store: Store, runs: list[RunInfo], ngram: int, max_repeats: int | None) -> dict[str, TeacherQuality]:
+    """Intrinsic quality of the teacher runs among `runs`, by run id."""
+    install_macros(store)
+    params = {"runs": [r.run_id for r in runs if r.role == "teacher"], "ngram": ngram,
+              "max_repeats": max_repeats if max_repeats is not None else NO_LIMIT}
+    out = {}
+    for row in store.query(sql("stats.teacher_quality"), params):
+        run_id = row.pop("run_id")
+        if max_repeats is None:
+            row["repetition_rate"] = None
+        out[run_id] = TeacherQuality(**row)
+    return out
+
+
+def run_stats(store: Store, runs: list[RunInfo], recount: bool = True,
+              gates: CurationConfig | None = None) -> list[RunStats]:
+    """Figures for each run; pass@k averages over the pairs with at least k samples. With `gates` (the
+    [curation] knobs), teacher runs also get their intrinsic quality.
 
     recount=False reuses pair_counts already computed on this connection for (at least) these runs.
     """
@@ -104,12 +154,16 @@ def run_stats(store: Store, runs: list[RunInfo], recount: bool = True) -> list[R
     if recount:
         compute_pair_counts(store, [r.run_id for r in runs])
     stats = {row["run_id"]: RunStats(**row) for row in store.query(sql("stats.run_summary"))}
-    for run_id, k, value, _pairs in store.rows(sql("stats.run_pass_at_k")):
+    for run_id, k, value, _pairs in store.rows(sql("stats.run_pass_at_k").format(c="c_any")):
         stats[run_id].pass_at_k[int(k)] = float(value)
     for row in store.query(sql("stats.label_stats")):
         stats[row.pop("run_id")].labels.append(LabelStats(**row))
     for run_id, gold, predicted, n in store.rows(sql("stats.confusion")):
         stats[run_id].confusion.setdefault(gold, {})[predicted] = int(n)
+    if gates is not None:
+        for run_id, quality in teacher_quality(store, runs, gates.repetition_ngram, gates.max_ngram_repeats).items():
+            if run_id in stats:
+                stats[run_id].quality = quality
     return [stats[r.run_id] for r in runs if r.run_id in stats]
 
 

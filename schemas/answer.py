@@ -64,6 +64,22 @@ class ParsedAnswer:
     label_at: str | None = None  # first | last | field (JSON) | elsewhere: where the final label was found
 
 
+_WORD = re.compile(r"\w+")
+
+
+def max_ngram_repeats(text: str | None, n: int = 3) -> int:
+    """How often the most frequent word n-gram occurs (case-folded): the trial's noise repeated one
+    three-word phrase four or more times."""
+    words = _WORD.findall((text or "").lower())
+    if len(words) < n:
+        return 0
+    counts: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i:i + n])
+        counts[gram] = counts.get(gram, 0) + 1
+    return max(counts.values())
+
+
 # ---------------------------------------------------------------------------- step titles
 _STEP_ALIASES = {
     "query_understanding": ("query understanding", "understanding the query", "query analysis", "query intent",

@@ -142,7 +142,7 @@ class JudgeConfig(BackendConfig):
 
 
 class DifficultyBins(Section):
-    """TaoSR1's difficulty from the correct count c of n samples.
+    """TaoSR1's difficulty from c, the clean right answers (parsed ok, label = gold) of a pair's n samples.
 
     unsolved: c = 0; easy: c >= easy * n; hard: 0 < c <= gamma * n; medium: the rest (checked in that order).
     """
@@ -150,6 +150,7 @@ class DifficultyBins(Section):
     gamma: float = Field(default=0.5, gt=0.0, le=1.0)
     easy: float = Field(default=1.0, gt=0.0, le=1.0)
 
+    GRPO keeps 0 < c < gamma * n (TaoSR1's window: with n = 4 and gamma = 0.5, c = 1 only).
 
 class CurationConfig(Section):
     """Which samples become training rows (TaoSR1 / TaoSR-SHE selection knobs)."""
@@ -175,6 +176,10 @@ class CurationConfig(Section):
     @field_validator("split")
     @classmethod
     def _split_sums_to_one(cls, v: dict[str, float]) -> dict[str, float]:
+    drop_truncated: bool = Field(default=True, description="never train on answers cut at max_tokens (finish_reason = length)")
+    repetition_ngram: int = Field(default=3, ge=1, description="word n-gram length the repetition gate counts")
+    max_ngram_repeats: int | None = Field(default=3, ge=1, description=(
+        "drop answers repeating one word n-gram more than this many times; unset: off"))
         if abs(sum(v.values()) - 1.0) > 1e-6:
             raise ValueError(f"split fractions must sum to 1, got {sum(v.values()):g}")
         return v

@@ -43,6 +43,21 @@ def ingest_crowdflower(root: Path, shared_data: Path) -> Workspace:
     return Workspace.open(root)
 
 
+def ingest_later_queries(ws: Workspace, shared_data: Path, n_queries: int) -> int:
+    """New queries arrive: real CrowdFlower rows of n queries, the query text changed so they are new queries,
+    ingested as another source. Returns how many pairs came in."""
+    import polars as pl
+
+    rows = pl.read_csv(shared_data / "crowdflower" / "train_dev.csv", infer_schema_length=0)
+    picked = rows.filter(pl.col("query").is_in(rows["query"].unique(maintain_order=True).head(n_queries).implode()))
+    later = picked.with_columns(pl.lit("later-") + pl.col("id"), pl.col("query") + pl.lit(" (later)"))
+    path = ws.root / "later.csv"
+    later.write_csv(path)
+    run_cli("ingest", str(path), "-w", str(ws.root), "--source", "later", "--scheme", "crowdflower",
+            "--map", CROWDFLOWER_MAP, "--strip-html")
+    return later.height
+
+
 def copy_workspace(base: Path, dest: Path) -> Workspace:
     shutil.copytree(base, dest)
     return Workspace.open(dest)
@@ -86,14 +101,15 @@ def answer_text(pair: PairRow, label: str, order: AnswerOrder, variant: int = 0)
     return render_answer(steps_for(pair, label, variant), label, order)
 
 
-def add_run(store: Store, name: str, role: str, started: int = 0, model: str = "bundled:smollm2-135m-instruct") -> str:
+def add_run(store: Store, name: str, role: str, started: int = 0, model: str = "bundled:smollm2-135m-instruct",
+            params: dict | None = None) -> str:
     run_id = f"run-{name}"
     with store.transaction() as con:
         con.execute(
             "INSERT INTO runs (run_id, name, role, backend, model, prompt_name, prompt_hash, params, status, started_at, "
-            "finished_at) VALUES (?, ?, ?, 'transformers', ?, ?, ?, '{}', 'done', ?, ?)",
+            "finished_at) VALUES (?, ?, ?, 'transformers', ?, ?, ?, ?, 'done', ?, ?)",
             [run_id, name, role, model, f"{role}.v1", hashlib.sha256(role.encode()).hexdigest(),
-             T0 + timedelta(minutes=started), T0 + timedelta(minutes=started + 1)])
+             json.dumps(params or {}), T0 + timedelta(minutes=started), T0 + timedelta(minutes=started + 1)])
     return run_id
 
 
@@ -101,7 +117,7 @@ def sample_id(run_id: str, pair_id: str, index: int) -> str:
     return hashlib.sha1(f"{run_id}:{pair_id}:{index}".encode()).hexdigest()[:20]
 
 
-def add_samples(store: Store, run_id: str, answers: list[tuple[str, int, str]]) -> list[str]:
+def add_samples(store: Store, run_id: str, answers: list[tuple[str, int, str]], finish_reason: str = "stop") -> list[str]:
     """Store (pair_id, sample_index, text) answers as generation does: completion + parsed sample."""
     cols: dict[str, list] = {k: [] for k in ("sample_id", "pair_id", "sample_index", "text", "steps", "predicted_label",
                                               "parse_status", "parse_reason", "consistent")}
@@ -117,8 +133,8 @@ def add_samples(store: Store, run_id: str, answers: list[tuple[str, int, str]]) 
     store.con.register("new_samples", table)
     try:
         with store.transaction() as con:
-            con.execute("INSERT INTO completions (request_key, run_id, pair_id, sample_index, text) "
-                        "SELECT sample_id, ?, pair_id, sample_index, text FROM new_samples", [run_id])
+            con.execute("INSERT INTO completions (request_key, run_id, pair_id, sample_index, text, finish_reason) "
+                        "SELECT sample_id, ?, pair_id, sample_index, text, ? FROM new_samples", [run_id, finish_reason])
             con.execute("INSERT INTO samples (sample_id, run_id, pair_id, sample_index, steps, predicted_label, "
                         "parse_status, parse_reason, consistent) SELECT sample_id, ?, pair_id, sample_index, "
                         "CAST(steps AS JSON), predicted_label, parse_status, parse_reason, consistent FROM new_samples",

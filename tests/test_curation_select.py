@@ -295,3 +295,75 @@ def test_diversity_filter_drops_near_duplicate_reasoning(ws: Workspace) -> None:
     assert {k for k in kept if k[0] == b.pair_id} == {(b.pair_id, sample_id(teacher, b.pair_id, i)) for i in (0, 1)}
     rows, counts = select(with_curation(ws, sft_per_pair=2), ["sft"])
     assert counts["sft"]["near_duplicates"] == 0 and len(rows["sft"]) == 4
+
+
+def pick(store, n: int, label: str | None = None) -> list[PairRow]:
+    """n pairs of distinct queries (with gold `label` when given), from the first 20 queries."""
+    found, queries = [], set()
+    for p in pairs_of_queries(store, 20):
+        if (label is None or p.label == label) and p.query_id not in queries:
+            found.append(p)
+            queries.add(p.query_id)
+    return found[:n]
+
+
+def misplaced_text(pair: PairRow) -> str:
+    """Five clean steps, but the `Label:` line sits between steps 2 and 3."""
+    lines = render_answer(steps_for(pair, pair.label), pair.label, "cot_first").splitlines()
+    return "\n".join([*lines[:2], lines[-1], *lines[2:-1]])
+
+
+def all_match_text(pair: PairRow) -> str:
+    """Labelled with the lowest grade while every step says the item matches (the trial's contradiction)."""
+    return render_answer([Step(name=s.name, text="The item matches.") for s in steps_for(pair, pair.label)],
+                         pair.label, "cot_first")
+
+
+def repetitive_text(pair: PairRow) -> str:
+    steps = steps_for(pair, pair.label)
+    steps[1] = Step(name="item_understanding", text="It is soft and it is soft and it is soft and it is soft.")
+    return render_answer(steps, pair.label, "cot_first")
+
+
+# The trial's junk policy answer: no `Label:` line, a first line saying L1, five untitled steps, "grade is L4".
+JUNK = ("L1 - Irrelevant\n1. The item matches.\n2. The item matches.\n3. The item matches.\n4. The item matches.\n"
+        "5. The item matches, so the grade is L4.")
+
+
+def test_quality_gates_drop_with_their_reason_and_junk_never_trains(ws: Workspace) -> None:
+    with open_store(ws) as store:
+        good, cut, rep, misplaced, missing = pick(store, 5, "L4")[:5]
+        (lowest,) = pick(store, 1, "L1")
+        junk_pair = pick(store, 6, "L4")[5]
+        teacher = add_run(store, "teacher-g", "teacher")
+        add_samples(store, teacher, [
+            (good.pair_id, 0, answer_text(good, good.label, "cot_first")),
+            (rep.pair_id, 0, repetitive_text(rep)),
+            (lowest.pair_id, 0, all_match_text(lowest)),
+            (misplaced.pair_id, 0, misplaced_text(misplaced)),
+            (missing.pair_id, 0, partial_text(missing)),
+            (junk_pair.pair_id, 0, JUNK),
+        ])
+        add_samples(store, teacher, [(cut.pair_id, 0, answer_text(cut, cut.label, "cot_first"))], finish_reason="length")
+        policy = add_run(store, "policy-g", "policy", started=10)
+        add_samples(store, policy, [(junk_pair.pair_id, 0, JUNK), *(
+            (junk_pair.pair_id, i, answer_text(junk_pair, wrong_label(junk_pair.label, i), "label_first", i))
+            for i in (1, 2, 3))])
+        junk_sample = sample_id(policy, junk_pair.pair_id, 0)
+        assert store.scalar("SELECT parse_status FROM samples WHERE sample_id = ?", [junk_sample]) == "partial"
+    result = export_dataset(ws, "gates", ["sft", "dpo", "grpo"], "label_first", plain_prompt)
+    dropped = pq.read_table(result.path / "dropped.parquet").to_pylist()
+    sft_reasons = {r["pair_id"]: r["reason"] for r in dropped if r["kind"] == "sft"}
+    assert sft_reasons == {cut.pair_id: "truncated", rep.pair_id: "repetitive", lowest.pair_id: "inconsistent",
+                           misplaced.pair_id: "label_misplaced", missing.pair_id: "steps_missing",
+                           junk_pair.pair_id: "label_misplaced"}
+    sft = pq.read_table(result.path / "data" / "sft").to_pylist()
+    assert [r["pair_id"] for r in sft] == [good.pair_id]
+    dpo = pq.read_table(result.path / "data" / "dpo").to_pylist() if (result.path / "data" / "dpo").exists() else []
+    assert all(r["chosen_sample_id"] != junk_sample for r in dpo)
+    assert {(r["kind"], r["reason"]) for r in dropped if r["pair_id"] == junk_pair.pair_id} >= {
+        ("grpo", "all_wrong"), ("dpo", "no_chosen")}  # the junk is no right rollout and no chosen answer
+
+    off = with_curation(ws, drop_truncated=False, max_ngram_repeats=None)
+    rows, _ = select(off, ["sft"])
+    assert {r["pair_id"] for r in rows["sft"]} == {good.pair_id, cut.pair_id, rep.pair_id}

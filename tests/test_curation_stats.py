@@ -17,12 +17,17 @@ from helpers_curation import (
     build_store,
     copy_workspace,
     ingest_crowdflower,
+    pairs_of_queries,
+    steps_for,
+    wrong_label,
 )
 
 from curation.difficulty import load_current_counts, store_difficulty
 from curation.stats import compute_pair_counts, install_macros, pair_stats, resolve_runs, run_stats
 from curation.store import open_store
+from schemas.answer import render_answer
 from schemas.config import DifficultyBins
+from schemas.sample import Step
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +162,50 @@ def test_cli_stats_and_difficulty(ws, cli) -> None:
     assert pq.read_table(pairs_file).num_rows == out[1]["pairs"]
     bad = cli("curate", "difficulty", "-w", str(ws.root), "--run", "nope", check=False)
     assert bad.returncode == 2 and "run 'nope': no such run" in bad.stderr
+
+
+def test_majority_vote_counts_unparsed_answers_as_wrong(ws) -> None:
+    """1 right + 3 unparsed is no majority win; 2 right + 1 unparsed + 1 wrong is; a tie with unparsed is not."""
+    with open_store(ws) as store:
+        a, b, c = pairs_of_queries(store, 1)[:3]
+        run_id = add_run(store, "policy-3", "policy", started=30)
+        unparsed = "I cannot decide."
+        add_samples(store, run_id, [
+            (a.pair_id, 0, answer_text(a, a.label, "label_first")), *((a.pair_id, i, unparsed) for i in (1, 2, 3)),
+            (b.pair_id, 0, answer_text(b, b.label, "label_first")), (b.pair_id, 1, answer_text(b, b.label, "label_first", 1)),
+            (b.pair_id, 2, unparsed), (b.pair_id, 3, answer_text(b, wrong_label(b.label, 0), "label_first")),
+            (c.pair_id, 0, answer_text(c, c.label, "label_first")), (c.pair_id, 1, answer_text(c, c.label, "label_first", 1)),
+            (c.pair_id, 2, unparsed), (c.pair_id, 3, unparsed),
+        ])
+        run = resolve_runs(store, ["policy-3"])
+        stats = run_stats(store, run)[0]
+        per_pair = {r["pair_id"]: r for r in pair_stats(store, run[0])}
+    assert per_pair[a.pair_id]["majority"] is None and not per_pair[a.pair_id]["majority_correct"]
+    assert per_pair[b.pair_id]["majority"] == b.label and per_pair[b.pair_id]["majority_correct"]
+    assert per_pair[c.pair_id]["majority"] is None  # a tie with the unparsed answers is no majority
+    assert stats.majority_accuracy == pytest.approx(1 / 3)
+    assert stats.pass_at_k[1] == pytest.approx(5 / 12)  # pass@k as before: right answers over samples
+    assert stats.pass_at_k[4] == 1.0
+
+
+def test_gold_shown_run_reports_label_compliance_and_intrinsic_quality(ws, cli) -> None:
+    with open_store(ws) as store:
+        pairs = pairs_of_queries(store, 2)[:4]
+        run_id = add_run(store, "teacher-gold", "teacher", started=40, params={"explain_gold": True})
+        steps = steps_for(pairs[3], pairs[3].label)
+        steps[1] = Step(name="item_understanding", text="It is soft and it is soft and it is soft and it is soft.")
+        add_samples(store, run_id, [(p.pair_id, 0, answer_text(p, p.label, "cot_first")) for p in pairs[:2]]
+                    + [(pairs[3].pair_id, 0, render_answer(steps, pairs[3].label, "cot_first"))])
+        cut = answer_text(pairs[2], pairs[2].label, "cot_first")
+        add_samples(store, run_id, [(pairs[2].pair_id, 0, cut[:cut.index("3.")])], finish_reason="length")
+        (stats,) = run_stats(store, resolve_runs(store, ["teacher-gold"]), gates=ws.config.curation)
+    assert stats.gold_shown and stats.agreement_name == "label compliance"
+    q = stats.quality
+    assert q is not None and q.samples == 4
+    assert (q.truncation_rate, q.repetition_rate, q.steps_present_rate) == (0.25, 0.25, 0.75)
+    assert q.contradiction_rate == 0 and q.clean_rate == 0.75 and q.mean_step_chars > 10
+    out = cli("curate", "stats", "--run", "teacher-gold", "-w", str(ws.root), env={"COLUMNS": "200"}).stdout
+    assert "teacher-gold (gold shown)" in out and "label compliance, not accuracy" in out
+    assert "teacher quality" in out and "25.0%" in out
+    shown = json.loads(cli("curate", "stats", "--run", "teacher-gold", "-w", str(ws.root), "--json").stdout)[0]
+    assert shown["gold_shown"] and shown["quality"]["truncation_rate"] == 0.25

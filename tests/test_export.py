@@ -17,10 +17,12 @@ from helpers_curation import (
     build_store,
     copy_workspace,
     ingest_crowdflower,
+    ingest_later_queries,
     pairs_of_queries,
     plain_prompt,
     steps_for,
     synth_run,
+    with_curation,
 )
 
 from curation.export import export_dataset
@@ -32,6 +34,7 @@ from schemas.workspace import Workspace
 from conftest import COTGEN, ROOT
 
 ALL = ["sft", "dpo", "grpo", "steps"]
+WRITTEN = [*ALL, "eval"]  # every version also carries the evaluation pairs
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def test_layout_manifest_card(ws: Workspace) -> None:
     result = export(ws)
     v1 = ws.datasets_dir / "rel" / "v1"
     assert result.created and result.version == 1 and result.path == v1
-    assert set(result.counts) == set(ALL)
+    assert set(result.counts) == set(WRITTEN)
     manifest = json.loads((v1 / "manifest.json").read_text())
     assert manifest["content_hash"] == result.content_hash and manifest["parent"] is None
     assert manifest["format"] == "label_first" and manifest["scheme"]["name"] == "crowdflower"
@@ -98,7 +101,7 @@ def test_layout_manifest_card(ws: Workspace) -> None:
 
     card = (v1 / "README.md").read_text()
     front = yaml.safe_load(card.split("---\n")[1])
-    assert [c["config_name"] for c in front["configs"]] == ALL
+    assert [c["config_name"] for c in front["configs"]] == WRITTEN
     for config in front["configs"]:
         assert all((v1 / f["path"]).is_file() for f in config["data_files"])
     assert {f["name"] for f in front["dataset_info"][2]["features"]} >= {"prompt", "label", "difficulty"}
@@ -127,7 +130,7 @@ def test_same_rows_same_hash_no_new_version(ws: Workspace, tmp_path: Path, base:
     assert other.content_hash == first.content_hash
 
 
-def test_changed_row_new_version_and_test_split_stays(ws: Workspace) -> None:
+def test_changed_row_new_version_and_test_split_stays(ws: Workspace, shared_data: Path) -> None:
     v1 = export(ws)
     with open_store(ws) as store:
         pair_id, sid, gold = store.one(
@@ -140,6 +143,7 @@ def test_changed_row_new_version_and_test_split_stays(ws: Workspace) -> None:
     assert v2.created and v2.version == 2 and v2.content_hash != v1.content_hash
     assert json.loads((v2.path / "manifest.json").read_text())["parent"] == 1
     # New queries arrive: earlier queries keep their split, the test split above all.
+    ingest_later_queries(ws, shared_data, 6)
     with open_store(ws) as store:
         synth_run(store, pairs_of_queries(store, 16), "policy-2", "policy", 4, "label_first", started=30)
     v3 = export(ws)
@@ -266,3 +270,43 @@ def test_every_dropped_row_on_record(ws: Workspace) -> None:
     card = (result.path / "README.md").read_text()
     assert "## Dropped rows" in card
     assert all(f"| {kind} | {reason} | {n} |" in card for kind, by in by_reason.items() for reason, n in by.items())
+
+
+def test_eval_carries_every_labelled_pair_of_each_split(ws: Workspace) -> None:
+    """Splits cover every labelled pair (with samples or not, grouped by query); `eval` holds each one with the
+    policy prompt and the gold label, so evaluation is not limited to pairs some selection kept."""
+    result = export(ws, kinds=["sft"])
+    evaluation = load_from_disk(str(result.path / "eval"))
+    split_of = {r["query_id"]: r["split"] for r in pq.read_table(result.path / "splits.parquet").to_pylist()}
+    with open_store(ws, read_only=True) as store:
+        gold = {p: (q, label) for p, q, label in store.rows("SELECT pair_id, query_id, label FROM gold_pairs")}
+        sampled = {p for (p,) in store.rows("SELECT DISTINCT pair_id FROM samples")}
+    assert set(split_of) == {q for q, _ in gold.values()}
+    for split in ("train", "validation", "test"):
+        rows = evaluation[split]
+        assert rows.column_names == ["pair_id", "query_id", "prompt", "label", "scheme"]
+        expected = {p for p, (q, _) in gold.items() if split_of[q] == split}
+        assert set(rows["pair_id"]) == expected and rows.num_rows == len(expected)
+        assert all(gold[r["pair_id"]][1] == r["label"] for r in rows)
+        assert set(rows["label"]) == {"L1", "L2", "L3", "L4"}  # stratified: every grade in every split
+    test = evaluation["test"]
+    assert test[0]["prompt"][-1]["role"] == "user" and test[0]["scheme"] == "crowdflower"
+    sft_test = set(load_from_disk(str(result.path / "sft"))["test"]["pair_id"])
+    assert sft_test < set(test["pair_id"]) and len(set(test["pair_id"]) - sampled) > len(sft_test)
+
+
+def test_diff_on_a_metadata_only_change_names_the_columns(ws: Workspace, cli) -> None:
+    """Reordering the curriculum moves every row's stage and no text: the diff says so, column by column."""
+    export(ws, kinds=["sft", "grpo"])
+    reordered = with_curation(ws, curriculum=["unsolved", "hard", "medium", "easy"])
+    assert export(reordered, kinds=["sft", "grpo"]).version == 2
+    diff = json.loads(cli("datasets", "diff", "rel", "v1", "v2", "-w", str(ws.root), "--json").stdout)
+    sft = diff["kinds"]["sft"]["changed"]
+    assert sft["pairs"] > 10 and sft["text"] == 0 and sft["metadata_only"] == sft["pairs"]
+    assert sft["columns"] == {"stage": sft["pairs"]}
+    assert sft["more"] == sft["pairs"] - len(sft["examples"]) and len(sft["examples"]) == 10
+    assert diff["kinds"]["eval"]["changed"]["pairs"] == 0
+    text = " ".join(cli("datasets", "diff", "rel", "v1", "v2", "-w", str(ws.root)).stdout.split())  # unwrapped
+    assert f"sft changed columns: stage ({sft['pairs']:,} pairs)" in text and f"and {sft['more']:,} more" in text
+    shown = cli("datasets", "show", "rel@v2", "-w", str(ws.root)).stdout
+    assert "selection config" in shown and "curation.curriculum" in shown and "curation.difficulty.gamma" in shown

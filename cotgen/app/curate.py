@@ -36,7 +36,7 @@ def curate_stats(ws: Workspace, runs: list[str] | None = None, pairs_path: Path 
             if len(picked) != 1:
                 raise CotgenError(f"--pairs: name exactly one run with --run ({len(picked)} selected)")
             written = export_pair_stats(store, picked[0], str(pairs_path))
-        return StatsResult(run_stats(store, picked), written, pairs_path)
+        return StatsResult(run_stats(store, picked, gates=ws.config.curation), written, pairs_path)
 
 
 @dataclass
@@ -75,10 +75,10 @@ class CurateStage:
     name = "curate"
 
     def run(self, ws: Workspace, report: Reporter) -> CurateResult:
-        bins = ws.config.curation.difficulty
+        cur = ws.config.curation
         with open_store(ws) as store:
-            stats, summary = curate(store, resolve_runs(store), bins)
-        return CurateResult(StatsResult(stats), DifficultyResult(bins, summary))
+            stats, summary = curate(store, resolve_runs(store), cur)
+        return CurateResult(StatsResult(stats), DifficultyResult(cur.difficulty, summary))
 
 
 STAGES = [CurateStage()]

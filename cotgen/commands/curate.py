@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -11,7 +11,7 @@ from cotgen.app.curate import CurateResult, DifficultyResult, StatsResult, compu
 from cotgen.app.export import ExportStageResult, datasets_diff, datasets_list, datasets_show, export
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, table
 from cotgen.commands.progress import ProgressDisplay
-from curation.difficulty import BINS
+from curation.difficulty import BINS, describe_bins
 from curation.export import KINDS, ExportResult
 from curation.stats import RunStats
 from schemas.answer import AnswerOrder
@@ -47,6 +47,22 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+def _run_name(s: RunStats) -> str:
+    return f"{s.name} (gold shown)" if s.gold_shown else s.name
+
+
+def print_quality(stats: list[RunStats]) -> None:
+    """Intrinsic quality of teacher runs: what the texts look like, whatever the labels say."""
+    if not stats:
+        return
+    rows = [[_run_name(s), q.samples, _pct(q.truncation_rate), _pct(q.repetition_rate), _pct(q.steps_present_rate),
+             _pct(q.contradiction_rate), "-" if q.mean_step_chars is None else f"{q.mean_step_chars:.0f}",
+             _pct(q.clean_rate)] for s in stats if (q := s.quality)]
+    console.print(table("teacher quality (over samples; gold not used)",
+                        ["run", "samples", "truncated", "repetitive", "5 steps", "contradictions", "chars/step",
+                         "clean parse"], rows))
+
+
 def print_stats(stats: list[RunStats]) -> None:
     """TaoSR1's pass@1..N table, then per label accuracy and the confusion against gold for each run."""
     if not stats:
@@ -54,12 +70,17 @@ def print_stats(stats: list[RunStats]) -> None:
         return
     n = max(s.n_max for s in stats)
     ks = list(range(1, n + 1))
-    rows = [[s.name, s.pairs, _pct(s.parse_rate), *(_pct(s.pass_at_k.get(k)) for k in ks), _pct(s.majority_accuracy)]
-            for s in stats]
-    console.print(table("pass@k (unbiased, over pairs; samples parsed; majority vote)",
+    rows = [[_run_name(s), s.pairs, _pct(s.parse_rate), *(_pct(s.pass_at_k.get(k)) for k in ks),
+             _pct(s.majority_accuracy)] for s in stats]
+    console.print(table("pass@k (unbiased, over pairs; samples parsed; majority vote, unparsed answers count as wrong)",
                         ["run", "pairs", "parsed", *(f"pass@{k}" for k in ks), "majority"], rows))
+    if any(s.gold_shown for s in stats):
+        console.print("[yellow]gold shown[/]: the prompt told the model the gold label (explain_gold), so its figures "
+                      "are label compliance, not accuracy; run without it to measure the teacher")
+    print_quality([s for s in stats if s.quality is not None])
     for s in stats:
-        console.print(table(f"{s.name}: per gold label", ["label", "pairs", "accuracy", f"pass@{s.n_max}", "majority"],
+        console.print(table(f"{_run_name(s)}: per gold label",
+                            ["label", "pairs", s.agreement_name, f"pass@{s.n_max}", "majority"],
                             [[x.label, x.pairs, _pct(x.accuracy), _pct(x.pass_at_n), _pct(x.majority_accuracy)]
                              for x in s.labels]))
         predicted = sorted({p for row in s.confusion.values() for p in row})
@@ -85,8 +106,7 @@ def stats_command(
 
 
 def print_difficulty(result: DifficultyResult) -> None:
-    bins = result.bins
-    title = f"difficulty (easy c >= {bins.easy:g}n, hard 0 < c <= {bins.gamma:g}n, unsolved c = 0)"
+    title = f"difficulty ({describe_bins(result.bins)})"
     console.print(table(title, ["run", *BINS], [[name, *(d[b] for b in BINS)] for name, d in result.runs.items()]))
 
 
@@ -188,6 +208,25 @@ def datasets_show_command(
     console.print(table(f"{m['name']} v{m['version']}", ["", "value"], facts))
     splits = list(dict.fromkeys(s for c in m["counts"].values() for s in c))
     console.print(table("rows", ["kind", *splits], [[k, *(c.get(s, 0) for s in splits)] for k, c in m["counts"].items()]))
+    config = m.get("config", {})
+    knobs = [[f"{section}.{key}", value] for section in ("curation", "export")
+             for key, value in _flat(config.get(section, {})).items()]
+    console.print(table("selection config", ["setting", "value"], knobs))
+    dropped = (m.get("dropped") or {}).get("counts", {})
+    if any(dropped.values()):
+        console.print(table("dropped rows (dropped.parquet)", ["kind", "reason", "rows"],
+                            [[k, r, n] for k, by in dropped.items() for r, n in by.items()]))
+
+
+def _flat(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys (difficulty.gamma)."""
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        if isinstance(value, dict) and key != "split":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 @datasets_app.command("diff")
@@ -204,12 +243,18 @@ def datasets_diff_command(
         emit_json(diff)
         return
     changes = ("added", "removed", "changed", "unchanged")
-    console.print(table(f"{name} v{diff['from']} -> v{diff['to']} (pairs)", ["kind", *changes],
-                        [[k, *(d[c]["pairs"] for c in changes)] for k, d in diff["kinds"].items()]))
+    console.print(table(f"{name} v{diff['from']} -> v{diff['to']} (pairs)",
+                        ["kind", *changes, "text changed", "metadata only"],
+                        [[k, *(d[c]["pairs"] for c in changes), d["changed"]["text"], d["changed"]["metadata_only"]]
+                         for k, d in diff["kinds"].items()]))
     for kind, d in diff["kinds"].items():
+        if d["changed"]["columns"]:
+            console.print(f"{kind} changed columns: "
+                          + ", ".join(f"{c} ({n:,} pairs)" for c, n in d["changed"]["columns"].items()))
         for c in ("added", "removed", "changed"):
             if d[c]["examples"]:
-                console.print(f"{kind} {c}: {', '.join(d[c]['examples'])}")
+                more = f" and {d[c]['more']:,} more" if d[c]["more"] else ""
+                console.print(f"{kind} {c}: {', '.join(d[c]['examples'])}{more}")
 
 
 def register(root: typer.Typer) -> None:

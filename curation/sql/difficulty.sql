@@ -9,8 +9,9 @@ FROM pair_counts
 WHERE run_id = $run;
 
 -- name: fingerprint
--- What a run's difficulty depends on: its samples' parsed labels and the reviews (a relabel moves c).
-SELECT (SELECT count(*) || ':' || coalesce(sum(hash(sample_id, predicted_label, parse_status)), 0)
+-- What a run's difficulty depends on: its samples' parsed labels and the reviews (a relabel moves c), and
+-- what c counts (clean right answers since the strict parser; older rows counted partial ones too).
+SELECT 'clean:' || (SELECT count(*) || ':' || coalesce(sum(hash(sample_id, predicted_label, parse_status)), 0)
         FROM samples WHERE run_id = $run)
        || '|' || (SELECT count(*) || ':' || coalesce(sum(hash(review_id)), 0) FROM reviews);
 

@@ -1,5 +1,9 @@
 -- name: export_pairs
-CREATE OR REPLACE TEMP TABLE export_pairs AS SELECT DISTINCT pair_id FROM ({union});
+-- Every labelled pair of the exported sources: the splits are assigned over all of them (whether or not
+-- some selection kept a row of theirs) and the `eval` kind carries each with its policy prompt.
+CREATE OR REPLACE TEMP TABLE export_pairs AS
+SELECT g.pair_id FROM gold_pairs g CROSS JOIN selection_params p
+WHERE len(p.sources) = 0 OR list_contains(p.sources, g.source);
 
 -- name: schemes
 SELECT g.scheme, count(*) AS pairs FROM export_pairs e JOIN gold_pairs g USING (pair_id) GROUP BY ALL ORDER BY pairs DESC, g.scheme;
@@ -65,5 +69,14 @@ WITH r AS (
     SELECT x.split, ph.prompt_hash, t.completions, t.labels, t.label_sources, t.pair_id, t.query_id, t.label, t.sample_id,
            t.difficulty, t.stage, t.draw
     FROM rows_steps t JOIN prompt_hashes ph USING (pair_id) JOIN split_of x USING (query_id)
+)
+SELECT r.*, hash(r) AS row_hash FROM r;
+
+-- name: final_eval
+-- Every labelled pair with its split, the policy prompt and the gold label (what `cotgen eval` scores).
+WITH r AS (
+    SELECT x.split, ph.prompt_hash, g.pair_id, g.query_id, g.label, g.scheme, 0 AS stage, 0::UBIGINT AS draw
+    FROM export_pairs e JOIN gold_pairs g USING (pair_id) JOIN prompt_hashes ph USING (pair_id)
+    JOIN split_of x USING (query_id)
 )
 SELECT r.*, hash(r) AS row_hash FROM r;

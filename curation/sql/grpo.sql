@@ -1,6 +1,6 @@
 -- name: kept
--- TaoSR1 stage 3: prompts the policy sometimes solves, 0 < c < gamma * n (all-right and all-wrong
--- groups give GRPO no signal).
+-- TaoSR1 stage 3: prompts the policy sometimes solves, 0 < c < gamma * n with c its clean right answers
+-- (all-right and all-wrong groups give GRPO no signal); curation.difficulty.describe_bins words it.
 CREATE OR REPLACE TEMP TABLE grpo_kept AS
 SELECT s.pair_id, g.query_id, g.label, g.scheme, s.n, s.c, s.difficulty, s.stage,
        hash(s.pair_id, p.seed) AS draw

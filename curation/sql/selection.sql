@@ -32,6 +32,7 @@ SELECT s.sample_id, s.run_id, s.pair_id, g.query_id, g.source, g.label AS gold, 
        CASE WHEN e.sample_id IS NULL THEN CAST(s.steps AS VARCHAR) ELSE e.steps END AS steps,
        CASE WHEN e.sample_id IS NULL THEN s.predicted_label ELSE e.predicted_label END AS predicted,
        CASE WHEN e.sample_id IS NULL THEN s.parse_status ELSE e.parse_status END AS parse_status,
+       CASE WHEN e.sample_id IS NULL THEN s.parse_reason ELSE e.parse_reason END AS parse_reason,
        CASE WHEN e.sample_id IS NULL THEN s.consistent ELSE e.consistent END AS consistent,
        hash(s.sample_id, p.seed) AS draw
 FROM samples s
@@ -42,6 +43,21 @@ LEFT JOIN edits e ON e.sample_id = s.sample_id
 WHERE {runs}
   AND (len(p.sources) = 0 OR list_contains(p.sources, g.source))
   AND d.action IS DISTINCT FROM 'reject';
+
+-- name: gates
+-- The quality gates, per sample a selection may train on (every teacher answer, the policy's clean right
+-- ones): cut at max_tokens, and one word n-gram repeated more than $max_repeats times. The gates judge
+-- model output: an annotator's edit passes. The repetition check is Python (max_ngram_repeats), so it
+-- runs on these rows only.
+CREATE OR REPLACE TEMP TABLE sample_gates AS
+SELECT e.sample_id,
+       $drop_truncated AND NOT e.edited AND coalesce(c.finish_reason = 'length', false) AS truncated,
+       NOT e.edited AND coalesce(max_ngram_repeats(c.text, $ngram) > $max_repeats, false) AS repetitive
+FROM eff e
+CROSS JOIN selection_params p
+JOIN completions c ON c.request_key = e.sample_id
+WHERE list_contains(p.teacher_runs, e.run_id)
+   OR (e.run_id = p.policy_run AND e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent);
 
 -- name: pair_stage
 -- Difficulty and curriculum stage (1-based position in the curriculum) per pair, from the policy run.
@@ -60,10 +76,13 @@ CREATE OR REPLACE TEMP TABLE wanted_pairs (pair_id VARCHAR);
 
 -- name: teacher_candidates
 -- Teacher answers fit to train on: parsed cleanly, agreeing with the gold label after reviews, internally
--- consistent. All pairs, or only those in wanted_pairs; answers already rendered are skipped.
+-- consistent, through the quality gates. All pairs, or only those in wanted_pairs; answers already
+-- rendered are skipped.
 SELECT e.sample_id, e.pair_id, e.gold, e.decision, e.edited, e.draw, e.steps
 FROM eff_teacher e
+LEFT JOIN sample_gates q ON q.sample_id = e.sample_id
 WHERE e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent
+  AND NOT coalesce(q.truncated OR q.repetitive, false)
   AND ($all_pairs OR e.pair_id IN (SELECT pair_id FROM wanted_pairs))
   AND e.sample_id NOT IN (SELECT sample_id FROM teacher_answers)
 ORDER BY e.sample_id;

@@ -58,9 +58,13 @@ WITH teacher AS (
 )
 SELECT 'sft', t.sample_id, t.pair_id,
        CASE WHEN e.sample_id IS NULL THEN 'review_rejected'
+            WHEN q.truncated THEN 'truncated'
+            WHEN e.parse_status = 'partial' AND contains(e.parse_reason, $misplaced) THEN 'label_misplaced'
+            WHEN e.parse_status = 'partial' THEN 'steps_missing'
             WHEN e.parse_status <> 'ok' THEN 'parse_failed'
             WHEN e.predicted IS DISTINCT FROM e.gold THEN 'disagrees_with_gold'
             WHEN NOT e.consistent THEN 'inconsistent'
+            WHEN q.repetitive THEN 'repetitive'
             WHEN a.chars < $min_chars THEN 'too_short'
             WHEN a.chars > $max_chars THEN 'too_long'
             WHEN t.sample_id IN (SELECT sample_id FROM diversity_dropped) THEN 'near_duplicate'
@@ -68,6 +72,7 @@ SELECT 'sft', t.sample_id, t.pair_id,
 FROM teacher t
 LEFT JOIN eff_teacher e ON e.sample_id = t.sample_id
 LEFT JOIN teacher_answers a ON a.sample_id = t.sample_id
+LEFT JOIN sample_gates q ON q.sample_id = t.sample_id
 WHERE t.sample_id NOT IN (SELECT sample_id FROM sft_picked);
 
 -- name: dropped_balanced

@@ -1,5 +1,6 @@
 -- name: query_groups
--- The queries to place: weight = exported pairs, stratum = the query's most frequent gold label.
+-- The queries to place: weight = labelled pairs (all of the exported sources, with rows or not), stratum =
+-- the query's most frequent gold label.
 -- Ordered by stratum, then a seeded draw, so the greedy pass spreads every stratum over the splits.
 WITH per_label AS (
     SELECT g.query_id, g.label, count(*) AS pairs
