@@ -12,6 +12,7 @@ from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
 from cotgen.commands import common, curate, generate, index, ingest, init, judge, models, review, run, train
+from cotgen.commands import common, curate, generate, index, ingest, init, judge, models, report, review, run, train
 from schemas.errors import CotgenError
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.command("init")(init.init)
 app.command("ingest")(ingest.ingest_command)
 app.command("status")(ingest.status_command)
+app.command("report")(report.report_command)
 app.command("run")(run.run_command)
 app.add_typer(models.app, name="models")
 # Each area's module owns its commands; these lines only mount them.
