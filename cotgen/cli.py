@@ -11,7 +11,6 @@ import typer
 from rich.markup import escape
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
-from cotgen.commands import common, curate, generate, index, ingest, init, judge, models, review, run, train
 from cotgen.commands import common, curate, generate, index, ingest, init, judge, models, report, review, run, train
 from schemas.errors import CotgenError
 
