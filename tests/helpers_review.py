@@ -24,7 +24,8 @@ from schemas.workspace import Workspace
 from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-CARD_RE = re.compile(r"item (\d+) of (\d+) · id ([0-9A-Za-z:_-]+)")
+# The id must be followed by another character: pexpect may match while the rest of the id is still unread.
+CARD_RE = re.compile(r"item (\d+) of (\d+) · id ([0-9A-Za-z:_-]+)(?=[^0-9A-Za-z:_-])")
 GRADES = ["L4", "L3", "L2", "L1"]
 RULE_IDS = ["accessory-for-queried-product", "alternative-like-x"]
 

@@ -47,7 +47,7 @@ def test_the_real_command_at_80x24_keys_editor_quit_and_resume(review_ws: Path, 
     t.press("e")                                   # 3: edit in $EDITOR (the script rewrites the answer)
     t.expect(re.escape(f"item 4 of 4 · id {chosen[3]}"))
     t.press("n")                                   # 4: a note, then quit
-    t.expect("note")
+    t.expect("type a note")           # the note box is open and has the keys
     t.press("size chart checked\r")
     t.expect("note: size chart checked")
     t.press("q")
