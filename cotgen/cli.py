@@ -14,6 +14,16 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from cotgen.commands import common, curate, generate, index, ingest, init, judge, models, report, review, run, train
 from schemas.errors import CotgenError
 
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _flag_without_type(self: typer.core.TyperOption, ctx: typer._click.Context) -> str | None:
+    # typer shows `<bool>` beside every on/off flag in --help, which takes no value: show no type for flags.
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_without_type
+
 app = typer.Typer(
     name="cotgen",
     help="Chain-of-thought training data for e-commerce search relevance (TaoSR1 / TaoSR-SHE recipe).",

@@ -86,3 +86,43 @@ def test_usage_error_is_a_message_not_a_traceback(cli):
     proc = cli("ingest", "--bogus", check=False)
     assert proc.returncode == 2
     assert "No such option: --bogus" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_fits_80_columns_without_bool_beside_flags():
+    """Every command's --help at 80 columns: no `<bool>` beside on/off flags, no line wider than the console."""
+    import typer
+    from typer.testing import CliRunner
+
+    from cotgen.cli import app
+
+    runner = CliRunner()
+    for path, _ in _all_commands(typer.main.get_command(app)):
+        out = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80).output
+        assert "Usage:" in out, path
+        assert "<bool>" not in out, f"cotgen {' '.join(path)} --help"
+        assert max(len(line) for line in out.splitlines()) <= 80, f"cotgen {' '.join(path)} --help"
+
+
+def test_output_at_80_columns_keeps_paths_and_names_whole(cli, tmp_path: Path):
+    """In a log (no terminal) at 80 columns: a long path, a long run name and table titles stay whole."""
+    from helpers_curation import add_run
+
+    from curation.store import Store
+
+    ws = tmp_path / "ws"
+    cli("init", str(ws))
+    folder = ws / "exports" / "from-the-search-team" / "2026-12-04" / "relevance-judgements-round-2"
+    folder.mkdir(parents=True)
+    path = folder / "crowdflower_style_pairs_with_a_long_name.csv"
+    path.write_text("query,product_title,median_relevance\nmug,Blue Mug,4\nhat,Red Hat,1\n", encoding="utf-8")
+    env = {"COLUMNS": "80"}
+    out = cli("ingest", "-w", str(ws), str(path), "--scheme", "crowdflower", env=env)
+    assert f"crowdflower_style_pairs_with_a_long_name: {path}" in out.stdout.splitlines()
+    assert "columns: query <- query, title <- product_title, label <- median_relevance" in out.stderr
+    with Store(ws / "store.duckdb") as store:
+        add_run(store, "teacher-smollm2-135m-instruct-e05-40463", "teacher")
+    status = cli("status", "-w", str(ws), env=env).stdout
+    [row] = [line for line in status.splitlines() if "teacher-smollm2-135m-instruct-e05-40463" in line]
+    assert "…" not in status and "teacher" in row.split("│")[2]
+    tables = [line for line in status.splitlines() if line[:1] in "┏┃┡│└"]
+    assert max(len(line) for line in tables) <= 80

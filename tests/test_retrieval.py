@@ -310,8 +310,11 @@ def test_cli_search_and_errors(cli, index_workspace):
     assert [h["rank"] for h in found["hits"]] == [1, 2, 3]
     assert "compatibility" in found["hits"][0]["tags"]
     assert all("esci" not in h["schemes"] for h in found["hits"])
-    table = cli("index", "search", "gift for dad", "--kind", "rule", "-w", str(ws), env=env).stdout
-    assert "gift-recipient" in table
+    table = cli("index", "search", "gift for dad", "--kind", "rule", "-w", str(ws), env={**env, "COLUMNS": "80"}).stdout
+    assert "gift-recipient" in table and "search: gift for dad" in table.splitlines()
+    rows = [line.split("│") for line in table.splitlines() if line.startswith("│")]
+    assert all(len(line) <= 80 for line in table.splitlines())
+    assert len(rows[0][-2].split()) >= 3, "titles wrap by words in a wide enough column, not one word per line"
     config = ws / "cotgen.toml"
     config.write_text(config.read_text(encoding="utf-8").replace(
         'embedder = "bundled:all-minilm-l6-v2"', 'embedder = "bundled:other-model"'), encoding="utf-8")

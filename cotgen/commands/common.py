@@ -50,10 +50,13 @@ def pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.1%}"
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
-    t = Table(title=title, title_justify="left")
+def table(title: str, columns: list[str], rows: list[list[Any]], whole: tuple[str, ...] = ()) -> Table:
+    """A rich table that reads at 80 columns and in logs: the title gets its own line where it fits (never
+    broken mid-word by a narrow table), values fold instead of ending in an ellipsis, and the `whole` columns
+    (names, ids and paths people copy into --run or --model) are never cut."""
+    t = Table(title=title, title_justify="left", min_width=min(len(title), console.width))
     for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right")
+        t.add_column(c, justify="left" if i == 0 else "right", overflow="fold", no_wrap=c in whole)
     for r in rows:
         t.add_row(*(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in r))
     return t

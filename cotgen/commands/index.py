@@ -62,11 +62,13 @@ def search_command(
     if as_json:
         emit_json(found.to_dict())
         return
-    out = Table(title=f"search: {found.query}", title_justify="left")
+    console.print(f"[bold]search:[/] {found.query}", highlight=False, soft_wrap=True)
+    out = Table()
     out.add_column("id (best first)", no_wrap=True)  # ids are what people copy; never cut them
-    for name in ("score", "kind", "grades"):
-        out.add_column(name, justify="right")
-    out.add_column("title")
+    for name in ("score", "kind"):
+        out.add_column(name, justify="right", no_wrap=True)
+    out.add_column("grades", justify="right", overflow="fold")
+    out.add_column("title", min_width=24, ratio=1)  # wraps by words, never one word per line
     for d, score in found.hits:
         out.add_row(d.id, f"{score:.3f}", d.kind, ",".join(d.grades) or "-", d.title)
     console.print(out)

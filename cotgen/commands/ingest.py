@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,12 +23,13 @@ def print_report(r: IngestReport) -> None:
         ["duplicate rows collapsed", r.duplicates], ["pairs with conflicting labels", r.conflicts],
         ["rows rejected", r.rejected],
     ]
-    console.print(table(f"{r.source}: {r.path}", ["", "count"], rows))
+    console.print(f"[bold]{r.source}[/]: {r.path}", highlight=False, soft_wrap=True)  # a path is never broken
+    console.print(table("ingest", ["", "count"], rows))
     total = sum(r.labels.values()) or 1
     console.print(table(f"labels added ({r.scheme})", ["label", "pairs", "share"],
                         [[g, n, f"{n / total:.1%}"] for g, n in r.labels.items()]))
     if r.rejects_path:
-        console.print(f"[yellow]{r.rejected} rejected rows written to {r.rejects_path}[/]")
+        console.print(f"[yellow]{r.rejected} rejected rows written to {r.rejects_path}[/]", soft_wrap=True)
 
 
 def render_ingest(result: IngestStageResult) -> None:
@@ -40,7 +42,7 @@ def ingest_command(
     path: Annotated[Path | None, typer.Argument(help="File to ingest (CSV/TSV/Parquet/JSONL), a directory or glob of Parquet shards, or a saved HF dataset. Omit it to ingest every configured source.")] = None,
     source: Annotated[str | None, typer.Option("--source", "-s", help="Source name (a sources entry in cotgen.toml, or a new name for PATH).")] = None,
     scheme: Annotated[str | None, typer.Option("--scheme", help="Label scheme of the raw labels.")] = None,
-    column_map: Annotated[str | None, typer.Option("--map", help="Column mapping, e.g. query=search_term,title=product_title,label=grade,id=row_id.")] = None,
+    column_map: Annotated[str | None, typer.Option("--map", help="Column mapping, e.g. query=search_term, title=product_title, label=grade, id=row_id.")] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Text encoding, e.g. latin-1.")] = None,
     fmt: Annotated[Literal["csv", "tsv", "parquet", "jsonl", "hf"] | None, typer.Option("--format", help="Default: from the path (hf: a directory saved by datasets' save_to_disk).")] = None,
     split: Annotated[str | None, typer.Option("--split", help="A saved DatasetDict: ingest only this split (default: all).")] = None,
@@ -52,8 +54,9 @@ def ingest_command(
 ) -> None:
     """Add labelled pairs to the store. Re-ingesting a file adds nothing; a bad row stops with file:row: field: reason.
 
-    Columns not mapped are detected from common headers (the mapping is printed). A new file is recorded in
-    cotgen.toml as a [[sources]] entry, so `cotgen run` ingests it too.
+    Columns not mapped are detected from common headers (the mapping is printed).
+
+    A new file is recorded as a source in cotgen.toml, so `cotgen run` ingests it too.
     """
     ws = open_workspace(workspace)
     recorded = None
@@ -66,7 +69,7 @@ def ingest_command(
         else:
             base = cli_source(ws, path, source)
             src = merge_overrides(
-                base, "ingest", path=str(path.resolve()) if path else None, scheme=scheme, encoding=encoding,
+                base, "ingest", path=os.path.realpath(path) if path else None, scheme=scheme, encoding=encoding,
                 format=fmt, split=split, strip_html=strip_html, skip_bad=skip_bad or None,
                 columns=parse_column_map(column_map, base.columns),
             )
@@ -78,7 +81,8 @@ def ingest_command(
     for r in reports:
         print_report(r)
     if recorded:
-        console.print(f"recorded as source '{reports[0].source}' in {recorded} (`cotgen run` ingests it)")
+        console.print(f"recorded as source '{reports[0].source}' in {recorded} (`cotgen run` ingests it)",
+                      soft_wrap=True)
 
 
 def status_command(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
@@ -88,11 +92,13 @@ def status_command(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False
         emit_json(status)
         return
     console.print(table("pairs", ["source", "scheme", "label", "pairs"],
-                        [[r["source"], r["scheme"], r["label"], r["pairs"]] for r in status["pairs"]]))
+                        [[r["source"], r["scheme"], r["label"], r["pairs"]] for r in status["pairs"]], whole=("source",)))
     if status["disagreements"]:
         console.print(f"pairs with conflicting labels: {status['disagreements']:,}")
-    console.print(table("runs", ["run", "role", "model", "status", "samples"],
-                        [[r["name"], r["role"], r["model"], r["status"], r["samples"]] for r in status["runs"]]))
+    console.print(table("runs", ["run", "role", "status", "samples", "model"],
+                        [[r["name"], r["role"], r["status"], r["samples"], r["model"]] for r in status["runs"]],
+                        whole=("run", "role", "status", "samples")))
     console.print(table("reviews", ["annotator", "decisions"], [[r["annotator"], r["decisions"]] for r in status["reviews"]]))
     console.print(table("datasets", ["name", "version", "hash"],
-                        [[r["name"], f"v{r['version']}", r["content_hash"][:12]] for r in status["datasets"]]))
+                        [[r["name"], f"v{r['version']}", r["content_hash"][:12]] for r in status["datasets"]],
+                        whole=("name", "version", "hash")))

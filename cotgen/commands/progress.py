@@ -47,7 +47,8 @@ class ProgressDisplay:
         if isinstance(event, Notice):
             if not self.quiet or event.level == "warning":
                 style = "yellow" if event.level == "warning" else "dim"
-                err_console.print(f"[{style}]{event.message}[/]", highlight=False)
+                # soft_wrap: a path in the message stays on one line in a log; a terminal wraps it itself
+                err_console.print(f"[{style}]{event.message}[/]", highlight=False, soft_wrap=True)
             return
         self._progress(event)
 
