@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import json
-import tempfile
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -16,8 +15,11 @@ from pathlib import Path
 
 import polars as pl
 
+from curation.csv_check import locate_bad_row, not_text
+from curation.outputs import SCRATCH, prepare_output, scratch_dir
 from curation.queries import sql
 from curation.readers import (
+    UTF8,
     Part,
     content_sha256,
     detect_format,
@@ -193,14 +195,29 @@ def stage_to_parquet(source: SourceConfig, fmt: str, store: Store, workdir: Path
         else:
             lf = pl.concat(frames, how="diagonal_relaxed").with_row_index("_row", offset=1)
         lf.select(_projection(columns, source.strip_html)).sink_parquet(staging)
-    except CotgenError:
-        raise
+    except CotgenError as e:
+        raise _not_text(source, fmt) or e from None
     except (pl.exceptions.PolarsError, OSError) as e:
+        if "No space left" in str(e):
+            raise CotgenError(f"{workdir}: no space left on the device to stage {shown}") from None
+        if (not_text_error := _not_text(source, fmt)) is not None:
+            raise not_text_error from None
         for part in parts:
             if part.jsonl is not None:
                 locate_bad_json_line(part.jsonl, Path(part.name))
+            if part.text is not None:
+                locate_bad_row(part.text, part.name, "\t" if fmt == "tsv" else ",")
         raise explain_polars(shown, e, fmt) from None
     return Staged(staging, columns, detected)
+
+
+def _not_text(source: SourceConfig, fmt: str) -> CotgenError | None:
+    """For a text source read as UTF-8 that failed: the error saying it is not such text at all, if it is not."""
+    path = Path(source.path)
+    if fmt not in ("csv", "tsv", "jsonl") or source.encoding.lower() not in UTF8 or not path.is_file():
+        return None
+    why = not_text(path)
+    return CotgenError(f"{path}: {why}") if why else None
 
 
 def _prepare_label_tables(store: Store, scheme: LabelScheme) -> None:
@@ -271,8 +288,9 @@ def ingest(store: Store, source: SourceConfig, scheme: LabelScheme, *, skip_bad:
                             labels={g: 0 for g in scheme.ids}, same_file_as=earlier[0])
     con = store.con
     ranges = [b.low for b in scheme.bins] + [b.high for b in scheme.bins]
-    with tempfile.TemporaryDirectory(prefix="cotgen-ingest-") as tmp:
-        staged = stage_to_parquet(source, fmt, store, Path(tmp))
+    # Staged next to the store, in the workspace: a killed run's stage is removed by the next ingest.
+    with scratch_dir(store.path.parent / SCRATCH, "ingest") as tmp:
+        staged = stage_to_parquet(source, fmt, store, tmp)
         _prepare_label_tables(store, scheme)
         con.execute(sql("ingest.bind"), {
             "source": source.name, "staging": str(staged.path), "scheme": scheme.name, "binned": bool(scheme.bins),
@@ -295,9 +313,9 @@ def ingest(store: Store, source: SourceConfig, scheme: LabelScheme, *, skip_bad:
                     more = f" ({n_bad - 1} more bad rows; --skip-bad sends them to a rejects file)" if n_bad > 1 else ""
                 raise CotgenError(f"{part}:{row}: {bad_field}: {reason}{hint}{more}")
             if n_bad:
-                rejects_dir = rejects_dir or path.parent
-                rejects_dir.mkdir(parents=True, exist_ok=True)
-                rejects_path = rejects_dir / f"{source.name}-{ingest_id}.rejects.csv"
+                rejects_path = (rejects_dir or path.parent) / f"{source.name}-{ingest_id}.rejects.csv"
+                prepare_output(rejects_path)
+                con.execute(sql("ingest.csv_safe"))
                 con.execute(sql("ingest.write_rejects"), {"path": str(rejects_path)})
             ids = {"source": source.name, "ingest_id": ingest_id}
             with store.transaction():

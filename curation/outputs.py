@@ -1,12 +1,18 @@
-"""Files the user names for output (`-o FILE`, rejects files): checked first, written whole or not at all."""
+"""Files the user names for output (`-o FILE`, rejects files): checked first, written whole or not at all;
+and private scratch folders under the workspace, which a killed run does not leave behind for long."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from schemas.errors import CotgenError
+
+SCRATCH = Path(".cotgen") / "tmp"  # a workspace's private working folders, relative to its root
 
 
 def prepare_output(path: Path) -> list[Path]:
@@ -36,3 +42,30 @@ def write_text_atomic(path: Path, text: str) -> list[Path]:
         with contextlib.suppress(OSError):
             staged.unlink(missing_ok=True)
     return created
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process, alive
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def scratch_dir(root: Path, prefix: str) -> Iterator[Path]:
+    """A private folder `root/PREFIX-PID-XXXX`, removed on exit; first removes those whose process is gone."""
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(f"{prefix}-*"):
+        pid = old.name[len(prefix) + 1:].partition("-")[0]
+        if not _alive(int(pid) if pid.isdigit() else 0):
+            shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -44,6 +44,7 @@ class Part:
     frame: pl.LazyFrame
     first_row: int
     jsonl: Path | None = None  # the (UTF-8) JSON Lines file behind `frame`, for checks polars cannot make
+    text: Path | None = None  # the (UTF-8) CSV/TSV file behind `frame`, to find a malformed row polars names not
 
 
 def is_hf_dataset(path: Path) -> bool:
@@ -109,8 +110,9 @@ def transcode(path: Path, encoding: str, workdir: Path) -> Path:
             while chunk := src.read(1 << 24):
                 dst.write(decoder.decode(chunk))
             dst.write(decoder.decode(b"", final=True))
-        except UnicodeDecodeError as e:
-            raise CotgenError(f"{path}: not valid {encoding}: {e.reason} near byte {e.start}") from None
+        except UnicodeError as e:  # a decode error, or a codec's own complaint (utf-16 without a byte-order mark)
+            where = f"{e.reason} near byte {e.start}" if isinstance(e, UnicodeDecodeError) else str(e)
+            raise CotgenError(f"{path}: not valid {encoding}: {where}") from None
     return target
 
 
@@ -154,7 +156,7 @@ def open_parts(path_text: str, fmt: str, encoding: str, split: str | None, workd
         _check_header(readable, path, separator)
         lf = pl.scan_csv(readable, separator=separator, infer_schema=False, empty_string_is_null=False,
                          raise_if_empty=True)
-        return [Part(str(path), lf, 2)]
+        return [Part(str(path), lf, 2, text=readable)]
     return [Part(str(path), pl.scan_ndjson(readable, infer_schema_length=None), 1, jsonl=readable)]
 
 
@@ -174,6 +176,12 @@ def locate_bad_json_line(path: Path, shown: Path) -> None:
     with contextlib.suppress(UnicodeDecodeError):
         for _ in json_objects(path, shown):
             pass
+
+
+def _header_text(names: list[str]) -> str:
+    """Header names for a message: unprintable ones escaped, the whole cut to a readable length."""
+    text = ", ".join(n if n.isprintable() else repr(n) for n in names)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _quoted_list(names: list[str]) -> str:
@@ -207,12 +215,12 @@ def resolve_columns(shown: str, columns: ColumnMap, present: list[str], *,
     if missing_fields:
         raise CotgenError(
             f"{shown}: missing {'column' if len(missing_fields) == 1 else 'columns'} {_quoted_list(missing_fields)} "
-            f"(the file has: {', '.join(present)}); map columns with --map FIELD=COLUMN or [sources.columns]")
+            f"(the file has: {_header_text(present)}); map columns with --map FIELD=COLUMN or [sources.columns]")
     resolved = ColumnMap.model_validate(values)
     wanted = [resolved.query, resolved.title, resolved.label, resolved.description, resolved.id, *resolved.attributes]
     absent = [c for c in wanted if c and c not in present]
     if absent:
         raise CotgenError(
             f"{shown}: missing {'column' if len(absent) == 1 else 'columns'} {_quoted_list(absent)} "
-            f"(the file has: {', '.join(present)}); map columns with --map FIELD=COLUMN or [sources.columns]")
+            f"(the file has: {_header_text(present)}); map columns with --map FIELD=COLUMN or [sources.columns]")
     return resolved, detected

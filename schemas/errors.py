@@ -24,5 +24,6 @@ def read_text(path: Path) -> str:
 def require_file(path: Path, hint: str = "") -> None:
     """A one-line error unless `path` is a regular file; `hint` says what the file should hold."""
     if not path.is_file():
-        what = "a directory, not a file" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
+        what = ("a directory, not a file" if path.is_dir() else "not a regular file" if path.exists()
+                else "a symlink loop or a link to nothing" if path.is_symlink() else "no such file")
         raise CotgenError(f"{path}: {what}{hint}")

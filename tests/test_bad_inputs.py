@@ -7,6 +7,7 @@ file, row and field where there is one, no traceback, and the store's content un
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import os
 import random
@@ -231,7 +232,7 @@ def _c12(ctx: Ctx) -> Expect:
 
 @case("ingest-missing-column")
 def _c13(ctx: Ctx) -> Expect:
-    return Expect(ingest(ctx, ctx.write("pairs.csv", "query,title,grade\nshoes,Red shoes,L4\n")), ["pairs.csv", "'label'"])
+    return Expect(ingest(ctx, ctx.write("pairs.csv", "query,title,stars\nshoes,Red shoes,L4\n")), ["pairs.csv", "'label'"])
 
 
 @case("ingest-empty-file")
@@ -603,7 +604,7 @@ def _c83(ctx: Ctx) -> Expect:
     rows = "".join(f"query {i},title {i} {'x' * 200},L{1 + i % 4}\n" for i in range(20_000))
     path = ctx.write("big.csv", "query,title,label\n" + rows)
     fill(disk)
-    return Expect(ingest(ctx, path), ["No space left", str(disk)])
+    return Expect(ingest(ctx, path), ["no space left", str(disk)])
 
 
 @case("status-truncated-store")
@@ -650,10 +651,7 @@ def template(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pat
 
 
 # Cases whose fix has not landed yet, by issue 18 item; each must fail until it is fixed (strict).
-PENDING = {
-    1: ["ingest-latin1-read-as-utf16", "ingest-symlink-loop"],
-    4: ["ingest-ragged-row", "ingest-bare-cr-line-endings", "ingest-unclosed-quote", "ingest-parquet-list-column",
-        "ingest-binary-named-csv", "ingest-utf16-without-encoding"],
+PENDING: dict[int, list[str]] = {
 }
 _PENDING = {name: item for item, names in PENDING.items() for name in names}
 
@@ -716,3 +714,43 @@ def test_review_export_creates_missing_folders_and_says_so(template: Path, tmp_p
     assert f"created the folder {tmp_path / 'new'} " in said + " "
     assert f"created the folder {tmp_path / 'new' / 'deeper'} " in said + " "
     assert [p.name for p in out.parent.iterdir()] == ["reviews.jsonl"], "a staged file was left behind"
+
+
+def test_ingest_stages_under_the_workspace_and_clears_stale_stages(template: Path, tmp_path: Path) -> None:
+    """Staging lives in <ws>/.cotgen/tmp (never the system temp dir); a killed run's stage goes on the next start."""
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    scratch = ws / ".cotgen" / "tmp"
+    stale, live = scratch / f"ingest-{dead.pid}-x1", scratch / f"ingest-{os.getpid()}-x2"
+    for folder in (stale, live):
+        folder.mkdir(parents=True)
+        (folder / "staged.parquet").write_bytes(b"\0" * 1024)
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(GOOD_CSV, encoding="utf-8")
+    run_cli("ingest", str(pairs), "-w", str(ws), env={"TMPDIR": str(system_tmp)})
+    assert not stale.exists(), "a dead process's stage was left behind"
+    assert live.exists(), "a running process's stage was removed"
+    assert sorted(p.name for p in scratch.iterdir()) == [live.name], "this run left its stage behind"
+    assert list(system_tmp.iterdir()) == [], "ingest wrote to the system temp dir"
+
+
+def test_rejects_csv_escapes_formula_cells(template: Path, tmp_path: Path) -> None:
+    """Cells a spreadsheet would run as formulas (starting = + - @) are written with a leading quote."""
+    ws = tmp_path / "ws"
+    shutil.copytree(template, ws)
+    hostile = ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)"]
+    rows = "".join(f'"{q}",Item {i},BAD\n' for i, q in enumerate(hostile)) + 'lamp,Desk lamp,"=HYPERLINK(""x"")"\n'
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("query,title,label\nred shoes,Red shoes,L4\n" + rows, encoding="utf-8", newline="")
+    run_cli("ingest", str(pairs), "-w", str(ws), "--skip-bad")
+    [rejects] = (ws / "rejects").glob("*.rejects.csv")
+    with rejects.open(encoding="utf-8", newline="") as fh:
+        written = list(csv.DictReader(fh))
+    assert sorted(r["query"] for r in written) == sorted(["lamp", *("'" + q for q in hostile)])
+    assert "'=HYPERLINK(\"x\")" in [r["raw_label"] for r in written]
+    cells = [v for r in written for v in r.values()]
+    assert not [v for v in cells if v[:1] in ("=", "+", "-", "@", "\t", "\r")]

@@ -82,8 +82,14 @@ SELECT count(*), count(*) FILTER (WHERE bad_field IS NOT NULL), coalesce(sum(_nu
 SELECT coalesce(_file, getvariable('ingest').shown) AS part, _file_row, bad_field, reason FROM bad_rows
 ORDER BY _row LIMIT 1
 
+-- name: csv_safe
+-- A spreadsheet runs a cell that starts with = + - @ (or a tab or CR) as a formula: such cells get a leading quote.
+CREATE OR REPLACE TEMP MACRO csv_safe(v) AS CASE WHEN regexp_matches(v, '^[=+\-@\t\r]') THEN '''' || v ELSE v END
+
 -- name: write_rejects
-COPY (SELECT _row AS row, bad_field AS field, reason, query, title, raw_label FROM bad_rows ORDER BY _row)
+COPY (SELECT _row AS row, bad_field AS field, csv_safe(reason) AS reason, csv_safe(query) AS query,
+             csv_safe(title) AS title, csv_safe(raw_label) AS raw_label
+      FROM bad_rows ORDER BY _row)
 TO $path (HEADER, DELIMITER ',')
 
 -- name: firsts
