@@ -194,6 +194,9 @@ class CardScreen(Screen[None]):
         yield Static(id="status")
         yield Footer(compact=True)
 
+    def on_mount(self) -> None:
+        self.app.refresh_card()
+
     def on_resize(self, event: events.Resize) -> None:
         self.query_one("#body").set_class(event.size.width < WIDE_FROM, "narrow")
 
@@ -245,7 +248,6 @@ class ReviewApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(self.card_screen)
-        self.call_after_refresh(self.refresh_card)
 
     def say(self, message: str) -> None:
         self.status = message
