@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from rich.console import RenderableType
 from rich.text import Text
 from textual import events
 from textual.app import App, ComposeResult, SuspendNotSupported
@@ -53,7 +54,7 @@ class Pane(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static(classes="content")
 
-    def show(self, content: Text, title: str | None = None) -> None:
+    def show(self, content: RenderableType, title: str | None = None) -> None:
         self.query_one(".content", Static).update(content)
         if title is not None:
             self.border_title = title

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.text import Text
 
 from curation.review.queue import ReviewItem
@@ -126,17 +128,16 @@ def steps(item: ReviewItem, view: ItemView) -> Text:
     return Text("\n").join(step_line(item, view, i) for i in range(len(item.steps)))
 
 
-def rules(found: list[RuleText]) -> Text:
-    """Retrieved rules: the id, then its title on the next line (wrapped, never cut)."""
+def rules(found: list[RuleText]) -> RenderableType:
+    """Retrieved rules: the id, then its title indented below it (wrapped, never cut)."""
     if not found:
         return Text("no retrieved rules recorded for this sample", style="dim")
-    out = []
+    parts: list[RenderableType] = []
     for r in found:
-        line = Text(r.id, style="bold cyan")
-        line.append("\n  ")
-        line.append(r.title or "(text not available: build the index)", style="" if r.title else "dim")
-        out.append(line)
-    return Text("\n").join(out)
+        parts.append(Text(r.id, style="bold cyan"))
+        title = Text(r.title) if r.title else Text("(text not available: build the index)", style="dim")
+        parts.append(Padding(title, (0, 0, 0, 2)))
+    return Group(*parts)
 
 
 def decision(view: ItemView) -> Text:
