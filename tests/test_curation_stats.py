@@ -18,11 +18,13 @@ from helpers_curation import (
     copy_workspace,
     ingest_crowdflower,
     pairs_of_queries,
+    plain_prompt,
     steps_for,
     wrong_label,
 )
 
 from curation.difficulty import load_current_counts, store_difficulty
+from curation.export import export_dataset
 from curation.stats import compute_pair_counts, install_macros, pair_stats, resolve_runs, run_stats
 from curation.store import open_store
 from schemas.answer import render_answer
@@ -209,3 +211,9 @@ def test_gold_shown_run_reports_label_compliance_and_intrinsic_quality(ws, cli) 
     assert "teacher quality" in out and "25.0%" in out
     shown = json.loads(cli("curate", "stats", "--run", "teacher-gold", "-w", str(ws.root), "--json").stdout)[0]
     assert shown["gold_shown"] and shown["quality"]["truncation_rate"] == 0.25
+    version = export_dataset(ws, "card", ["sft"], "label_first", plain_prompt).path
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert {r["name"]: r["gold_shown"] for r in manifest["runs"]}["teacher-gold"]
+    assert manifest["statistics"]["teacher_quality"]["teacher-gold"]["truncation_rate"] == 0.25
+    card = (version / "README.md").read_text()
+    assert "| teacher-gold (gold shown) | 4 | 25.0% | 25.0% | 75.0% |" in card and "label compliance, not accuracy" in card

@@ -166,7 +166,8 @@ def export_command(
     workspace: WorkspaceOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
-    """Write datasets/NAME/vK: a DatasetDict per kind, Parquet, manifest.json and a dataset card; same rows, no new version."""
+    """Write datasets/NAME/vK: a DatasetDict per kind (plus `eval`: every labelled pair), Parquet, manifest.json,
+    dropped.parquet and a dataset card; same rows, no new version."""
     ws = open_workspace(workspace)
     kinds = [k for v in kind for k in v.split(",")] if kind else None
     with ProgressDisplay(quiet=as_json) as show:
