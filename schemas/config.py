@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -111,6 +111,11 @@ class BackendConfig(Section):
     device: str = "cpu"  # transformers backend: cpu, cuda, cuda:0, mps
     threads: int = Field(default=0, ge=0)  # transformers backend: torch CPU threads (0: torch's default)
     engine_args: dict[str, str | int | float | bool] = Field(default_factory=dict)  # vllm backend: LLM(**engine_args)
+    extra_body: dict[str, Any] = Field(default_factory=dict, description=(
+        "extra request fields sent with every request (chat_template_kwargs, reasoning_effort, top_k, ...); "
+        "vllm backend: extra SamplingParams; part of the request key when set"))
+    max_response_mb: float = Field(default=4.0, gt=0, description=(
+        "openai backend: a bigger response body is an 'oversize' failure, retried like one"))
 
     @field_validator("base_urls")
     @classmethod
