@@ -178,10 +178,16 @@ def test_the_card_fits_80x24_and_reflows_to_two_columns(review_ws: Path, tmp_pat
                 await pilot.pause()
                 shots[size] = screen_text(app)
                 (tmp_path / f"card-{size[0]}x{size[1]}.svg").write_text(app.export_screenshot())
-            await pilot.press("q")
+            await pilot.press("x")
+            assert "unknown key 'x'" in _visible(screen_text(app))
+            await pilot.press("A")                         # upper case does what lower case does: accept
+            await pilot.pause()
+            assert not app.is_running                      # the only item is done: the queue is empty
 
     _run(look())
-    end_session(desk)
+    assert end_session(desk).reason == "queue empty"
+    assert store_rows(review_ws, "SELECT sample_id, action FROM reviews WHERE annotator = 'dora'") == [
+        (sample.sample_id, "accept")]
     for (width, height), lines in shots.items():
         text = _visible(lines)
         assert len(lines) == height
