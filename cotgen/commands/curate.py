@@ -9,7 +9,7 @@ import typer
 
 from cotgen.app.curate import CurateResult, DifficultyResult, StatsResult, compute_difficulty, curate_stats
 from cotgen.app.export import ExportStageResult, datasets_diff, datasets_list, datasets_show, export
-from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, table
+from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, err_console, open_workspace, pct, table
 from cotgen.commands.progress import ProgressDisplay
 from curation.difficulty import BINS, describe_bins
 from curation.export import KINDS, ExportResult
@@ -43,10 +43,6 @@ def version_number(value: str) -> int:
     return int(digits)
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1%}"
-
-
 def _run_name(s: RunStats) -> str:
     return f"{s.name} (gold shown)" if s.gold_shown else s.name
 
@@ -55,9 +51,9 @@ def print_quality(stats: list[RunStats]) -> None:
     """Intrinsic quality of teacher runs: what the texts look like, whatever the labels say."""
     if not stats:
         return
-    rows = [[_run_name(s), q.samples, _pct(q.truncation_rate), _pct(q.repetition_rate), _pct(q.steps_present_rate),
-             _pct(q.contradiction_rate), "-" if q.mean_step_chars is None else f"{q.mean_step_chars:.0f}",
-             _pct(q.clean_rate)] for s in stats if (q := s.quality)]
+    rows = [[_run_name(s), q.samples, pct(q.truncation_rate), pct(q.repetition_rate), pct(q.steps_present_rate),
+             pct(q.contradiction_rate), "-" if q.mean_step_chars is None else f"{q.mean_step_chars:.0f}",
+             pct(q.clean_rate)] for s in stats if (q := s.quality)]
     console.print(table("teacher quality (over samples; gold not used)",
                         ["run", "samples", "truncated", "repetitive", "5 steps", "contradictions", "chars/step",
                          "clean parse"], rows))
@@ -70,8 +66,8 @@ def print_stats(stats: list[RunStats]) -> None:
         return
     n = max(s.n_max for s in stats)
     ks = list(range(1, n + 1))
-    rows = [[_run_name(s), s.pairs, _pct(s.parse_rate), *(_pct(s.pass_at_k.get(k)) for k in ks),
-             _pct(s.majority_accuracy)] for s in stats]
+    rows = [[_run_name(s), s.pairs, pct(s.parse_rate), *(pct(s.pass_at_k.get(k)) for k in ks),
+             pct(s.majority_accuracy)] for s in stats]
     console.print(table("pass@k (unbiased, over pairs; samples parsed; majority vote, unparsed answers count as wrong)",
                         ["run", "pairs", "parsed", *(f"pass@{k}" for k in ks), "majority"], rows))
     if any(s.gold_shown for s in stats):
@@ -81,7 +77,7 @@ def print_stats(stats: list[RunStats]) -> None:
     for s in stats:
         console.print(table(f"{_run_name(s)}: per gold label",
                             ["label", "pairs", s.agreement_name, f"pass@{s.n_max}", "majority"],
-                            [[x.label, x.pairs, _pct(x.accuracy), _pct(x.pass_at_n), _pct(x.majority_accuracy)]
+                            [[x.label, x.pairs, pct(x.accuracy), pct(x.pass_at_n), pct(x.majority_accuracy)]
                              for x in s.labels]))
         predicted = sorted({p for row in s.confusion.values() for p in row})
         console.print(table(f"{s.name}: confusion (rows gold, columns predicted; samples)", ["gold", *predicted],
