@@ -1,12 +1,15 @@
-"""The store side of generation: run rows, which request keys are done, batch writes, run summaries.
+"""The store side of generation: run rows and their lease, which keys are done, batch writes, run summaries.
 
-A sample's id is its request key, so `samples.sample_id = completions.request_key`. A batch of
-completions and their samples lands in one transaction: a key is either fully stored or not at all.
+A sample's id is its request key, so `samples.sample_id = completions.request_key`; a pair whose prompt is
+identical to another's shares that pair's request and keeps its own sample and completion row under
+`follower_id(key, pair_id)`. A batch of completions and their samples lands in one transaction.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -15,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from curation.pairs import pair_from_row
+from curation.queries import sql
 from curation.store import Store
 from schemas.errors import CotgenError
 from schemas.pair import Pair
@@ -26,55 +30,7 @@ from schemas.sample import Sample
 RUN_IDENTITY = ("role", "backend", "model", "prompt_name", "prompt_hash")
 RUN_IDENTITY_PARAMS = ("identity", "retrieval")
 
-RUN_BY_NAME_SQL = "SELECT run_id, role, backend, model, prompt_name, prompt_hash, params, status FROM runs WHERE name = ?"
-INSERT_RUN_SQL = """
-INSERT INTO runs (run_id, name, role, backend, model, prompt_name, prompt_hash, params, status, started_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?::JSON, 'running', ?)
-"""
-RESUME_RUN_SQL = "UPDATE runs SET status = 'running', params = ?::JSON, finished_at = NULL WHERE run_id = ?"
-FINISH_RUN_SQL = "UPDATE runs SET status = ?, summary = ?::JSON, finished_at = ? WHERE run_id = ?"
-COMPLETE_PAIRS_SQL = """
-SELECT pair_id FROM samples WHERE run_id = ? AND sample_index < ?
-GROUP BY pair_id HAVING count(DISTINCT sample_index) = ?
-"""
-DONE_KEYS_SQL = "SELECT k.key FROM done_probe k SEMI JOIN samples s ON s.sample_id = k.key"
-INSERT_COMPLETIONS_SQL = """
-INSERT OR IGNORE INTO completions
-    (request_key, run_id, pair_id, sample_index, request, text, finish_reason, tokens_in, tokens_out, logprobs,
-     latency_s, attempts)
-SELECT request_key, run_id, pair_id, sample_index, request::JSON, text, finish_reason, tokens_in, tokens_out,
-       logprobs::JSON, latency_s, attempts
-FROM completions_batch
-"""
-INSERT_SAMPLES_SQL = """
-INSERT OR IGNORE INTO samples
-    (sample_id, run_id, pair_id, sample_index, steps, predicted_label, label_probs, parse_status, parse_reason,
-     consistent, correct, rule_ids, gold_label)
-SELECT sample_id, run_id, pair_id, sample_index, steps::JSON, predicted_label, label_probs::JSON, parse_status,
-       parse_reason, consistent, correct, rule_ids, gold_label
-FROM samples_batch
-"""
-PAIRS_SQL = """
-SELECT pair_id, source, query_id, query, title, description, attributes, raw_label, label, scheme
-FROM gold_pairs
-WHERE ($source::VARCHAR IS NULL OR source = $source)
-ORDER BY source, source_row, pair_id
-LIMIT $limit
-"""
-SUMMARY_SQL = """
-SELECT count(*) AS samples,
-       count(DISTINCT s.pair_id) AS pairs,
-       count(*) FILTER (WHERE s.predicted_label IS NOT NULL) AS labelled,
-       count(*) FILTER (WHERE s.parse_status = 'ok') AS parsed_ok,
-       count(*) FILTER (WHERE NOT s.consistent) AS inconsistent,
-       count(*) FILTER (WHERE s.correct) AS correct,
-       coalesce(sum(c.tokens_in), 0) AS tokens_in,
-       coalesce(sum(c.tokens_out), 0) AS tokens_out,
-       count(*) FILTER (WHERE c.finish_reason = 'length') AS truncated
-FROM samples s LEFT JOIN completions c ON c.request_key = s.sample_id
-WHERE s.run_id = ?
-"""
-STATUS_COUNTS_SQL = "SELECT parse_status, count(*) AS n FROM samples WHERE run_id = ? GROUP BY ALL ORDER BY n DESC"
+LEASE_TTL_S = 60.0  # a run whose holder has not beaten its heart for this long is taken over
 
 
 @dataclass
@@ -93,6 +49,8 @@ class CompletionRow:
     logprobs: list | None
     latency_s: float
     attempts: int
+    reasoning: str | None = None
+    tokens_reasoning: int = 0
 
 
 @dataclass
@@ -104,18 +62,53 @@ class SampleRow:
     rule_ids: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Who writes a run: this process (pid, host) and a token that a takeover invalidates."""
+
+    pid: int
+    host: str
+    token: str
+
+    @classmethod
+    def mine(cls, token: str) -> Lease:
+        return cls(os.getpid(), socket.gethostname(), token)
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def open_run(store: Store, run: Run) -> Run:
-    """Create the run, or continue the run of that name when it was made with the same role, model and prompt."""
-    row = store.query(RUN_BY_NAME_SQL, [run.name])
+def holder_alive(pid: int | None, host: str | None, heartbeat: datetime | None, now: datetime | None = None) -> bool:
+    """Whether a lease holder is still at work: a live process on this host, or a fresh heartbeat elsewhere."""
+    if pid is None or heartbeat is None:
+        return False
+    if ((now or _now()) - heartbeat).total_seconds() > LEASE_TTL_S:
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def open_run(store: Store, run: Run, lease: Lease) -> Run:
+    """Create the run, or continue the run of that name when it was made with the same role, model and prompt.
+
+    The caller takes the run's lease; a run whose lease is held by a live process is refused, naming it.
+    """
+    row = store.query(sql("runs.run_by_name"), [run.name])
     params = json.dumps(run.params, sort_keys=True)
+    now = _now()
     with store.transaction() as con:
         if not row:
-            con.execute(INSERT_RUN_SQL, [run.run_id, run.name, run.role, run.backend, run.model, run.prompt_name,
-                                         run.prompt_hash, params, run.started_at])
+            con.execute(sql("runs.insert_run"), [run.run_id, run.name, run.role, run.backend, run.model,
+                                                 run.prompt_name, run.prompt_hash, params, run.started_at,
+                                                 lease.pid, lease.host, lease.token, now])
             return run
         existing = row[0]
         differs = [f"{c} {existing[c]!r} (now {getattr(run, c)!r})" for c in RUN_IDENTITY if existing[c] != getattr(run, c)]
@@ -124,30 +117,58 @@ def open_run(store: Store, run: Run) -> Run:
                     if stored.get(p) != run.params.get(p)]
         if differs:
             raise CotgenError(f"run '{run.name}' exists with {'; '.join(differs)}; pass another --run name")
-        con.execute(RESUME_RUN_SQL, [params, existing["run_id"]])
+        if existing["status"] == "running" and holder_alive(existing["lease_pid"], existing["lease_host"],
+                                                            existing["heartbeat_at"], now):
+            age = (now - existing["heartbeat_at"]).total_seconds()
+            raise CotgenError(f"run '{run.name}' is being generated by pid {existing['lease_pid']} on "
+                              f"{existing['lease_host']} (heartbeat {age:.0f} s ago); one process writes a run: "
+                              "wait for it, stop it, or pass another --run name")
+        con.execute(sql("runs.resume_run"), [params, lease.pid, lease.host, lease.token, now, existing["run_id"]])
     return run.model_copy(update={"run_id": existing["run_id"]})
 
 
-def finish_run(store: Store, run_id: str, status: RunStatus, summary: dict[str, Any]) -> None:
+def heartbeat(store: Store, run_id: str, lease: Lease) -> bool:
+    """Renew the lease; False when another process took the run over (this one must stop writing)."""
     with store.transaction() as con:
-        con.execute(FINISH_RUN_SQL, [status, json.dumps(summary, default=str), _now(), run_id])
+        return bool(con.execute(sql("runs.heartbeat"), [_now(), run_id, lease.token]).fetchall())
+
+
+def finish_run(store: Store, run_id: str, status: RunStatus, summary: dict[str, Any]) -> None:
+    """Record how the run ended and release its lease."""
+    with store.transaction() as con:
+        con.execute(sql("runs.finish_run"), [status, json.dumps(summary, default=str), _now(), run_id])
 
 
 def complete_pairs(store: Store, run_id: str, n: int) -> set[str]:
     """Pairs that already have samples 0..n-1 in the run: a re-run skips them without rendering their prompts."""
-    return {r[0] for r in store.rows(COMPLETE_PAIRS_SQL, [run_id, n, n])}
+    return {r[0] for r in store.rows(sql("runs.complete_pairs"), [run_id, n, n])}
+
+
+def _probe(store: Store, keys: Iterable[str], statement: str, params: list | None = None) -> list[tuple]:
+    probe = pa.table({"key": pa.array(list(keys), pa.string())})
+    if probe.num_rows == 0:
+        return []
+    store.con.register("done_probe", probe)
+    try:
+        return store.rows(sql(statement), params)
+    finally:
+        store.con.unregister("done_probe")
 
 
 def done_keys(store: Store, keys: Iterable[str]) -> set[str]:
-    """Which of `keys` already have a stored sample (and so a completion: both land in one transaction)."""
-    probe = pa.table({"key": pa.array(list(keys), pa.string())})
-    if probe.num_rows == 0:
-        return set()
-    store.con.register("done_probe", probe)
-    try:
-        return {r[0] for r in store.rows(DONE_KEYS_SQL)}
-    finally:
-        store.con.unregister("done_probe")
+    """Which of `keys` (sample ids) already have a stored sample (and so a completion: one transaction)."""
+    return {r[0] for r in _probe(store, keys, "runs.done_keys")}
+
+
+def done_samples(store: Store, sample_ids: Iterable[str]) -> dict[str, str]:
+    """Which of `sample_ids` are stored, with the pair each belongs to (a key may be another pair's answer)."""
+    return {r[0]: r[1] for r in _probe(store, sample_ids, "runs.done_samples")}
+
+
+def stored_completions(store: Store, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The stored completions of `keys`: text, reasoning, finish reason, logprobs (JSON text), latency, attempts."""
+    names = ("request_key", "text", "reasoning", "finish_reason", "logprobs", "latency_s", "attempts")
+    return {r[0]: dict(zip(names, r, strict=True)) for r in _probe(store, keys, "runs.stored_completions")}
 
 
 def save_batch(store: Store, completions: list[CompletionRow], samples: list[SampleRow]) -> None:
@@ -164,6 +185,8 @@ def save_batch(store: Store, completions: list[CompletionRow], samples: list[Sam
         "logprobs": pa.array([json.dumps(c.logprobs) if c.logprobs is not None else None for c in completions], pa.string()),
         "latency_s": pa.array([c.latency_s for c in completions], pa.float64()),
         "attempts": pa.array([c.attempts for c in completions], pa.int32()),
+        "reasoning": pa.array([c.reasoning for c in completions], pa.string()),
+        "tokens_reasoning": pa.array([c.tokens_reasoning for c in completions], pa.int32()),
     })
     rows = [r.sample for r in samples]
     samp = pa.table({
@@ -184,8 +207,8 @@ def save_batch(store: Store, completions: list[CompletionRow], samples: list[Sam
     store.con.register("samples_batch", samp)
     try:
         with store.transaction() as con:
-            con.execute(INSERT_COMPLETIONS_SQL)
-            con.execute(INSERT_SAMPLES_SQL)
+            con.execute(sql("runs.insert_completions"))
+            con.execute(sql("runs.insert_samples"))
     finally:
         store.con.unregister("completions_batch")
         store.con.unregister("samples_batch")
@@ -193,17 +216,50 @@ def save_batch(store: Store, completions: list[CompletionRow], samples: list[Sam
 
 def generation_pairs(store: Store, source: str | None = None, limit: int | None = None) -> list[Pair]:
     """Pairs to generate for, in ingest order, with their gold label after reviews."""
-    rows = store.query(PAIRS_SQL, {"source": source, "limit": limit})
-    return [pair_from_row(r) for r in rows]
+    return [pair_from_row(r) for r in store.query(sql("runs.pairs"), {"source": source, "limit": limit})]
+
+
+def generation_pair_ids(store: Store, source: str | None = None, limit: int | None = None) -> list[str]:
+    """The ids of `generation_pairs`, in the same order: a long run reads its pairs chunk by chunk."""
+    return [r[0] for r in store.rows(sql("runs.pair_ids"), {"source": source, "limit": limit})]
+
+
+def pairs_by_id(store: Store, pair_ids: list[str]) -> list[Pair]:
+    """The pairs of `pair_ids` (with their gold label after reviews), in that order."""
+    names = ("pair_id", "source", "query_id", "query", "title", "description", "attributes", "raw_label", "label", "scheme")
+    found = {r[0]: pair_from_row(dict(zip(names, r, strict=True))) for r in _probe(store, pair_ids, "runs.pairs_by_id")}
+    return [found[p] for p in pair_ids if p in found]
+
+
+def stored_retrievals(store: Store, fingerprint: str, pair_ids: list[str]) -> dict[str, tuple[list[str], list[float]]]:
+    """Rules already retrieved for these pairs under this retrieval fingerprint: pair id -> (rule ids, scores)."""
+    return {r[0]: (list(r[1]), list(r[2])) for r in _probe(store, pair_ids, "runs.stored_retrievals", [fingerprint])}
+
+
+def save_retrievals(store: Store, fingerprint: str, found: dict[str, tuple[list[str], list[float]]]) -> None:
+    """Keep what was retrieved per pair, so re-runs and other runs with the same index skip the search."""
+    if not found:
+        return
+    batch = pa.table({
+        "fingerprint": [fingerprint] * len(found), "pair_id": list(found),
+        "rule_ids": pa.array([v[0] for v in found.values()], pa.list_(pa.string())),
+        "scores": pa.array([v[1] for v in found.values()], pa.list_(pa.float32())),
+    })
+    store.con.register("retrievals_batch", batch)
+    try:
+        with store.transaction() as con:
+            con.execute(sql("runs.insert_retrievals"))
+    finally:
+        store.con.unregister("retrievals_batch")
 
 
 def run_summary(store: Store, run_id: str) -> dict[str, Any]:
     """Samples, parse rate, agreement with the gold label and tokens of a run, from the store."""
-    s = store.query(SUMMARY_SQL, [run_id])[0]
+    s = store.query(sql("runs.summary"), [run_id])[0]
     n = s["samples"] or 0
     return {
         **s,
         "parse_rate": s["labelled"] / n if n else None,
         "agreement": s["correct"] / n if n else None,
-        "parse_status": {r["parse_status"]: r["n"] for r in store.query(STATUS_COUNTS_SQL, [run_id])},
+        "parse_status": {r["parse_status"]: r["n"] for r in store.query(sql("runs.status_counts"), [run_id])},
     }

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from curation.queries import sql
+from curation.runs import holder_alive
 from curation.store import Store
+
+
+def _runs(store: Store) -> list[dict]:
+    """Runs with their sample counts; a `running` run whose holder died (killed, crashed) shows as stopped."""
+    out = []
+    for r in store.query(sql("status.runs")):
+        pid, host, beat = r.pop("lease_pid"), r.pop("lease_host"), r.pop("heartbeat_at")
+        if r["status"] == "running" and not holder_alive(pid, host, beat):
+            r["status"] = "stopped"
+        out.append(r)
+    return out
 
 
 def workspace_status(store: Store) -> dict:
@@ -13,7 +25,7 @@ def workspace_status(store: Store) -> dict:
         "pairs": store.query(sql("status.pairs_by_source")),
         "total_pairs": store.scalar(sql("status.total_pairs")),
         "disagreements": store.scalar(sql("status.disagreements")),
-        "runs": store.query(sql("status.runs")),
+        "runs": _runs(store),
         "samples": store.scalar(sql("status.samples")),
         "reviews": store.query(sql("status.reviews")),
         "datasets": store.query(sql("status.datasets")),

@@ -2,7 +2,9 @@
 
 `FakeServer` is a tiny asyncio HTTP/1.1 server (no framework, so it costs the client little CPU) that
 answers chat completions after a fixed latency, honours `n` or not, and injects faults in order:
-`429` (with Retry-After), `500`, `400`, `hang` (never answers) and `truncated` (a 200 whose JSON is cut).
+`429` (with Retry-After), `500`, `400`, `hang` (never answers), `truncated` (a 200 whose JSON is cut) and
+`huge` (a 200 with a 6 MB body). `reasoning` answers like a reasoning parser does: the CoT in
+`reasoning_content`, only the label line in `content`, reasoning tokens in the usage.
 Run it as a script to get a separate process: `python tests/helpers_generation.py --port 0 ...`
 prints `PORT <n>` once it listens. `TransformersServer` runs the real `transformers serve`.
 """
@@ -95,13 +97,14 @@ class FakeServer:
     """Chat completions after `latency_s`; faults consumed one per chat request, in order."""
 
     def __init__(self, latency_s: float = 0.0, faults: list[str] | None = None, honour_n: bool = True,
-                 log_path: Path | None = None, retry_after: str = "1", usage_tokens: int = 40):
+                 log_path: Path | None = None, retry_after: str = "1", usage_tokens: int = 40, reasoning: bool = False):
         self.latency_s = latency_s
         self.faults = list(faults or [])
         self.honour_n = honour_n
         self.log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115 - lives as long as the server
         self.retry_after = retry_after
         self.usage_tokens = usage_tokens
+        self.reasoning = reasoning
         self.loop = asyncio.get_running_loop()
 
     def handle(self, conn: _Http, request_line: list[str], body: bytes, keys: str) -> None:
@@ -125,6 +128,8 @@ class FakeServer:
             conn.send("500 Internal Server Error", b'{"error": {"message": "boom", "type": "server_error"}}')
         elif fault == "400":
             conn.send("400 Bad Request", b'{"error": {"message": "messages: bad request", "type": "invalid_request"}}')
+        elif fault == "huge":
+            conn.send("200 OK", json.dumps({"choices": [], "padding": "x" * (6 << 20)}).encode())
         else:
             payload = self._completion(json.loads(body))
             conn.send("200 OK", payload[: len(payload) // 2] if fault == "truncated" else payload)
@@ -137,6 +142,11 @@ class FakeServer:
         choices = [self._choice(req, i, query, GRADES[(seed + i) % 4]) for i in range(n)]
         usage = {"prompt_tokens": len(user) // 4, "completion_tokens": self.usage_tokens * n,
                  "total_tokens": len(user) // 4 + self.usage_tokens * n}
+        if self.reasoning:
+            for choice in choices:
+                cot, _, label_line = choice["message"]["content"].rpartition("\n")
+                choice["message"] = {"role": "assistant", "content": label_line, "reasoning_content": cot}
+            usage["completion_tokens_details"] = {"reasoning_tokens": (self.usage_tokens - 5) * n}
         return json.dumps({"id": "cmpl-fake", "object": "chat.completion", "created": 0, "model": req.get("model"),
                            "choices": choices, "usage": usage}).encode()
 
@@ -176,12 +186,14 @@ async def serve(port: int, server_kwargs: dict) -> None:
 
 @contextlib.contextmanager
 def fake_server(latency_s: float = 0.0, faults: str = "", honour_n: bool = True, log_path: Path | None = None,
-                retry_after: str = "1") -> Iterator[str]:
+                retry_after: str = "1", reasoning: bool = False) -> Iterator[str]:
     """A FakeServer in its own process; yields its base URL (…/v1)."""
     args = [sys.executable, __file__, "--port", "0", "--latency", str(latency_s), "--faults", faults,
             "--retry-after", retry_after]
     if not honour_n:
         args.append("--ignore-n")
+    if reasoning:
+        args.append("--reasoning")
     if log_path:
         args += ["--log", str(log_path)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
@@ -273,6 +285,18 @@ def crowdflower_workspace(base: Path, shared_data: Path) -> Path:
     return ws
 
 
+def fresh_workspace(template: Path, target: Path) -> Path:
+    """A copy of the CrowdFlower template whose teacher and policy are the fake server's (free-text answers)."""
+    import shutil
+
+    shutil.copytree(template, target)
+    # Free-text answers: the example template's teacher is structured (for the bundled model), these tests are not.
+    for role in ("teacher", "policy"):
+        configure(target, role, backend="openai", model="fake", timeout_s=2.0, retry_base_s=0.05, concurrency=4,
+                  structured=False)
+    return target
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--port", type=int, default=0)
@@ -281,9 +305,10 @@ def main() -> None:
     ap.add_argument("--ignore-n", action="store_true")
     ap.add_argument("--log", type=Path)
     ap.add_argument("--retry-after", default="1")
+    ap.add_argument("--reasoning", action="store_true")
     a = ap.parse_args()
     kwargs = {"latency_s": a.latency, "faults": parse_faults(a.faults), "honour_n": not a.ignore_n,
-              "log_path": a.log, "retry_after": a.retry_after}
+              "log_path": a.log, "retry_after": a.retry_after, "reasoning": a.reasoning}
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(a.port, kwargs))
 

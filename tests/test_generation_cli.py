@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_generation import configure, crowdflower_workspace, fake_server
+from helpers_generation import configure, crowdflower_workspace, fake_server, fresh_workspace
 
 from curation.store import Store
 
@@ -30,13 +30,7 @@ def cf_template(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> 
 
 @pytest.fixture
 def ws(cf_template: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "ws"
-    shutil.copytree(cf_template, target)
-    # Free-text answers: the example template's teacher is structured (for the bundled model), these tests are not.
-    for role in ("teacher", "policy"):
-        configure(target, role, backend="openai", model="fake", timeout_s=2.0, retry_base_s=0.05, concurrency=4,
-                  structured=False)
-    return target
+    return fresh_workspace(cf_template, tmp_path / "ws")
 
 
 def generate(ws: Path, url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import signal
 import threading
@@ -17,25 +18,46 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from cotgen.app.index import index_dir, load_index
+from cotgen.app.journal import Journal, read_journal
 from cotgen.app.progress import Notice, ProgressEvent, Reporter, silent
 from cotgen.backends import create_backend
-from cotgen.backends.base import Backend, Message, SamplingParams
-from cotgen.generation import Budget, PairPrompt, Parser, Plan, Result, generate, plan_jobs
+from cotgen.backends.base import Backend, Job, Message, Outcome, SamplingParams, TokenAlternatives
+from cotgen.generation import (
+    Budget,
+    Follower,
+    PairPrompt,
+    Parser,
+    Plan,
+    Result,
+    StreamPlan,
+    generate,
+    plan_jobs,
+    prefetch,
+)
 from cotgen.prompting import Prompt, load_prompt
 from cotgen.structured import answer_schema
 from curation.runs import (
     CompletionRow,
+    Lease,
     SampleRow,
     complete_pairs,
     done_keys,
+    done_samples,
     finish_run,
+    generation_pair_ids,
     generation_pairs,
+    heartbeat,
     open_run,
+    pairs_by_id,
     run_summary,
     save_batch,
+    save_retrievals,
+    stored_completions,
+    stored_retrievals,
 )
 from curation.store import Store, open_store
 from retrieval.search import search_pairs
@@ -44,11 +66,14 @@ from schemas.errors import CotgenError
 from schemas.pair import Pair
 from schemas.rule import Rule
 from schemas.run import Run, RunRole, RunStatus
+from schemas.sample import Sample
 from schemas.workspace import Workspace
 
 FLUSH_ROWS = 256  # a batch is written when it has this many samples...
 FLUSH_S = 1.0  # ...or is this old
-RETRIEVE_CHUNK = 512
+HEARTBEAT_S = 10.0  # the run lease is renewed this often (curation.runs.LEASE_TTL_S says when it lapses)
+RETRIEVE_CHUNK = 512  # pairs per chunk: retrieved, rendered and planned while the previous chunk is in flight
+PREFETCH_CHUNKS = 2  # chunks planned ahead of the requests (memory holds only these and the ones in flight)
 # Settings that change request keys: a run keeps them fixed (n may grow; more samples per pair are new keys).
 IDENTITY_FIELDS = ("order", "temperature", "top_p", "max_tokens", "seed", "top_logprobs", "structured", "explain_gold")
 
@@ -63,6 +88,7 @@ class GenerateOptions:
     source: str | None = None
     run_name: str | None = None
     budget: Budget = field(default_factory=Budget)
+    chunk_pairs: int = RETRIEVE_CHUNK
 
     def backend_config(self, ws: Workspace) -> BackendConfig:
         return self.config if self.config is not None else getattr(ws.config, self.role)
@@ -91,6 +117,8 @@ class GenerateSummary:
     failures: dict[str, int]
     tokens_in: int
     tokens_out: int
+    tokens_reasoning: int
+    gold_shown: bool
     wall_s: float
     samples_per_s: float | None
     tokens_per_s: float | None
@@ -110,18 +138,20 @@ class Invocation:
     failed: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_reasoning: int = 0
     failures: dict[str, int] = field(default_factory=dict)
 
     def count(self, result: Result) -> None:
         o = result.outcome
         self.tokens_in += o.tokens_in
         self.tokens_out += o.tokens_out
+        self.tokens_reasoning += o.tokens_reasoning
         if result.sample is None:
             self.failed += 1
             kind = (o.error or "error").split(":", 1)[0]
             self.failures[kind] = self.failures.get(kind, 0) + 1
         else:
-            self.completed += 1
+            self.completed += 1 + len(result.shared)
 
     def rate(self) -> float:
         return self.completed / max(1e-6, time.monotonic() - self.started)
@@ -129,7 +159,10 @@ class Invocation:
 
 # ---------------------------------------------------------------------------- planning
 def _identity(config: BackendConfig) -> dict[str, Any]:
-    return {f: getattr(config, f) for f in IDENTITY_FIELDS}
+    identity = {f: getattr(config, f) for f in IDENTITY_FIELDS}
+    if config.extra_body:  # only when set, so runs made before extras existed keep their identity
+        identity["extra_body"] = config.extra_body
+    return identity
 
 
 def default_run_name(role: RunRole, config: BackendConfig, prompt: Prompt, retrieval: str = "") -> str:
@@ -145,12 +178,22 @@ def _check(role: RunRole, config: BackendConfig) -> None:
         raise CotgenError(f"[{role}] backend = \"openai\" needs base_urls (e.g. [\"http://127.0.0.1:8000/v1\"]) or --base-url")
 
 
+Hit = tuple[Rule, float]
+
+
 @dataclass
 class RuleSearch:
-    """Retrieval for teacher prompts; `fingerprint` names the index contents and settings (part of the run identity)."""
+    """Retrieval for teacher prompts; `fingerprint` names the index contents and settings (part of the run identity).
 
-    search: Callable[[list[Pair]], list[list[Rule]]]
+    `rule` finds a document by id, so rules retrieved earlier (stored per pair under the fingerprint) need no search.
+    """
+
+    hits: Callable[[list[Pair]], list[list[Hit]]]
     fingerprint: str
+    rule: Callable[[str], Rule | None]
+
+    def search(self, pairs: list[Pair]) -> list[list[Rule]]:
+        return [[rule for rule, _ in found] for found in self.hits(pairs)]
 
 
 def rule_search(ws: Workspace) -> RuleSearch:
@@ -164,10 +207,11 @@ def rule_search(ws: Workspace) -> RuleSearch:
     fingerprint = hashlib.sha256(json.dumps([idx.manifest.embedder, idx.manifest.documents, cfg.k, cfg.query_template],
                                             sort_keys=True).encode()).hexdigest()[:16]
 
-    def search(pairs: list[Pair]) -> list[list[Rule]]:
-        return [[rule for rule, _ in hits] for hits in search_pairs(idx, pairs, cfg.k, template=cfg.query_template)]
+    def hits(pairs: list[Pair]) -> list[list[Hit]]:
+        return search_pairs(idx, pairs, cfg.k, template=cfg.query_template)
 
-    return RuleSearch(search, fingerprint)
+    by_id = {d.id: d for d in idx.docs}
+    return RuleSearch(hits, fingerprint, by_id.get)
 
 
 def _chunks(items: list[Pair], size: int) -> Iterator[list[Pair]]:
@@ -184,11 +228,18 @@ def render_prompts(ws: Workspace, config: BackendConfig, prompt: Prompt, pairs: 
     report(ProgressEvent("prompts", 0, len(pairs), description))
     for chunk in _chunks(pairs, RETRIEVE_CHUNK):
         rules = search(chunk) if search else [[] for _ in chunk]
-        for pair, found in zip(chunk, rules, strict=True):
-            messages = prompt.render(pair, ws.config.scheme(pair.scheme), config.order, rules=found,
-                                     gold=pair.label if config.explain_gold else None, structured=config.structured)
-            out.append(PairPrompt(pair=pair, messages=tuple(messages), rule_ids=tuple(r.id for r in found)))
+        out.extend(_render(ws, config, prompt, chunk, rules))
         report(ProgressEvent("prompts", len(out), len(pairs), description, finished=len(out) == len(pairs)))
+    return out
+
+
+def _render(ws: Workspace, config: BackendConfig, prompt: Prompt, pairs: list[Pair],
+            rules: list[list[Rule]]) -> list[PairPrompt]:
+    out = []
+    for pair, found in zip(pairs, rules, strict=True):
+        messages = prompt.render(pair, ws.config.scheme(pair.scheme), config.order, rules=found,
+                                 gold=pair.label if config.explain_gold else None, structured=config.structured)
+        out.append(PairPrompt(pair=pair, messages=tuple(messages), rule_ids=tuple(r.id for r in found)))
     return out
 
 
@@ -203,6 +254,7 @@ def sampling_for(ws: Workspace, config: BackendConfig) -> Callable[[Pair], Sampl
                 temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens, seed=config.seed,
                 top_logprobs=config.top_logprobs if config.order == "label_first" else 0,
                 json_schema=answer_schema(scheme, config.order) if config.structured else None,
+                extra=config.extra_body or None,
             )
         return cache[pair.scheme]
 
@@ -210,17 +262,29 @@ def sampling_for(ws: Workspace, config: BackendConfig) -> Callable[[Pair], Sampl
 
 
 # ---------------------------------------------------------------------------- persistence
+_STORE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def store_session(ws: Workspace) -> Iterator[Store]:
+    """The store, opened by one thread of this process at a time (the planner thread and the writer share it)."""
+    with _STORE_LOCK, open_store(ws) as store:
+        yield store
+
+
 class BatchWriter:
     """Buffers results and writes them in one short transaction per batch; a locked store only delays a batch."""
 
-    def __init__(self, ws: Workspace, run_id: str, model: str, report: Reporter = silent):
+    def __init__(self, ws: Workspace, run_id: str, model: str, report: Reporter = silent, lease: Lease | None = None):
         self.ws = ws
         self.run_id = run_id
         self.model = model
         self.report = report
+        self.lease = lease
         self.completions: list[CompletionRow] = []
         self.samples: list[SampleRow] = []
         self.last_flush = time.monotonic()
+        self.last_beat = time.monotonic()
         self.written = 0
         self.warned = False
 
@@ -228,15 +292,38 @@ class BatchWriter:
         if result.sample is None:
             return
         o, p = result.outcome, result.prompt
+        self.add_sample(o, p, result.sample)
+        for follower, sample in result.shared:
+            self.add_sample(o, follower.prompt, sample, shares=o.key)
+
+    def add_sample(self, o: Outcome, prompt: PairPrompt, sample: Sample, shares: str | None = None) -> None:
+        """A sample and its completion row; a follower's row points at the request it `shares` (paid once)."""
+        shares = shares or o.shared_from
         request = {"model": self.model, "params": o.job.params.key_fields(), "sample_index": o.sample_index,
                    "messages_sha256": hashlib.sha256(json.dumps(o.job.messages, sort_keys=True).encode()).hexdigest()}
+        if shares:
+            request["shares"] = shares
         self.completions.append(CompletionRow(
-            request_key=o.key, run_id=self.run_id, pair_id=o.job.pair_id, sample_index=o.sample_index, request=request,
-            text=o.text, finish_reason=o.finish_reason, tokens_in=o.tokens_in, tokens_out=o.tokens_out,
-            logprobs=[[t.token, [list(a) for a in t.top]] for t in o.logprobs] if o.logprobs else None,
-            latency_s=o.latency_s, attempts=o.attempts,
+            request_key=sample.sample_id, run_id=self.run_id, pair_id=prompt.pair.pair_id,
+            sample_index=sample.sample_index, request=request, text=o.text, finish_reason=o.finish_reason,
+            tokens_in=0 if shares else o.tokens_in, tokens_out=0 if shares else o.tokens_out,
+            logprobs=_logprobs_json(o.logprobs), latency_s=o.latency_s, attempts=o.attempts,
+            reasoning=o.reasoning, tokens_reasoning=0 if shares else o.tokens_reasoning,
         ))
-        self.samples.append(SampleRow(sample=result.sample, gold_label=p.pair.label, rule_ids=list(p.rule_ids)))
+        self.samples.append(SampleRow(sample=sample, gold_label=prompt.pair.label, rule_ids=list(prompt.rule_ids)))
+
+    def beat(self, force: bool = False) -> None:
+        """Renew the run lease now and then; a run taken over by another process stops here."""
+        if self.lease is None or (not force and time.monotonic() - self.last_beat < HEARTBEAT_S):
+            return
+        try:
+            with store_session(self.ws) as store:
+                held = heartbeat(store, self.run_id, self.lease)
+        except CotgenError:
+            return  # a busy store delays the heartbeat; the lease lasts several of them
+        self.last_beat = time.monotonic()
+        if not held:
+            raise CotgenError("another process took this run over (its lease had lapsed); stopped here")
 
     def due(self) -> bool:
         return bool(self.samples) and (len(self.samples) >= FLUSH_ROWS or time.monotonic() - self.last_flush >= FLUSH_S)
@@ -249,8 +336,11 @@ class BatchWriter:
         if not self.samples:
             return
         try:
-            with open_store(self.ws) as store:
+            with store_session(self.ws) as store:
                 self.save(store)
+                if self.lease is not None:
+                    heartbeat(store, self.run_id, self.lease)
+                    self.last_beat = time.monotonic()
         except CotgenError as e:
             if final:
                 raise
@@ -262,6 +352,10 @@ class BatchWriter:
         self.written += len(self.samples)
         self.completions, self.samples = [], []
         self.last_flush = time.monotonic()
+
+
+def _logprobs_json(logprobs: list[TokenAlternatives] | None) -> list | None:
+    return [[t.token, [list(a) for a in t.top]] for t in logprobs] if logprobs else None
 
 
 class Interrupts:
@@ -303,16 +397,21 @@ class Interrupts:
 
 
 # ---------------------------------------------------------------------------- the run
-def run_generation(ws: Workspace, options: GenerateOptions, report: Reporter = silent) -> GenerateSummary:
-    """Generate every missing sample of the run; returns the run summary. Safe to interrupt and re-run.
+def journal_path(ws: Workspace, run_id: str) -> Path:
+    """Where a run's answers are journaled until the store has them."""
+    return ws.root / "journal" / f"generate-{run_id}.jsonl"
 
-    An interrupt (KeyboardInterrupt, SIGTERM) marks the run stopped, stores what finished and propagates.
+
+def run_generation(ws: Workspace, options: GenerateOptions, report: Reporter = silent) -> GenerateSummary:
+    """Generate every missing sample of the run; returns the run summary. Safe to interrupt, kill and re-run.
+
+    Pairs stream through retrieval -> prompt -> request -> parse -> store in chunks; answers are journaled as
+    they arrive. One process holds the run (a lease); an interrupt or an error marks it stopped and propagates.
     """
     role = options.role
     config = options.backend_config(ws)
     _check(role, config)
     config = config.model_copy(update={"model": ws.model(config.model)})  # `runs/sft` is the workspace's run
-    budget = options.budget
     prompt = load_prompt(role, config.prompt)
     rules = rule_search(ws) if role == "teacher" else None
     fingerprint = rules.fingerprint if rules else ""
@@ -322,52 +421,133 @@ def run_generation(ws: Workspace, options: GenerateOptions, report: Reporter = s
               params={**_identity(config), "n": config.n, "identity": _identity(config), "retrieval": fingerprint,
                       "backend_config": config.model_dump(exclude={"n"})},
               started_at=datetime.now(timezone.utc).replace(tzinfo=None))
-    with open_store(ws) as store:
-        pairs = generation_pairs(store, options.source, options.limit)
-        if not pairs:
+    lease = Lease.mine(uuid.uuid4().hex)
+    with store_session(ws) as store:
+        pair_ids = generation_pair_ids(store, options.source, options.limit)
+        if not pair_ids:
             where = f" from source '{options.source}'" if options.source else ""
             raise CotgenError(f"no pairs{where} in the store; run `cotgen ingest` first")
-        run = open_run(store, run)
+        run = open_run(store, run, lease)
         complete = complete_pairs(store, run.run_id, config.n)
-    todo = [p for p in pairs if p.pair_id not in complete]
-    prompts = render_prompts(ws, config, prompt, todo, rules.search if rules else None, report)
-    plan = plan_jobs(prompts, config.model, config.n, sampling_for(ws, config))
-    plan.total += config.n * (len(pairs) - len(todo))
-    plan.done += config.n * (len(pairs) - len(todo))
-    with open_store(ws) as store:
-        plan.skip(done_keys(store, plan.keys()))
+    todo = [p for p in pair_ids if p not in complete]
+    run_state = _RunState(ws, run, config, prompt, rules, options, report,
+                          already=config.n * (len(pair_ids) - len(todo)), expected=config.n * len(pair_ids),
+                          pairs=len(todo))
+    writer = BatchWriter(ws, run.run_id, run.model, report, lease)
+    parser = Parser(run_id=run.run_id, scheme_for=ws.config.scheme, structured=config.structured)
     invocation = Invocation()
     status: RunStatus = "done"
-    backend: Backend | None = None
     with Interrupts() as interrupts:
-        if plan.jobs:
-            backend = create_backend(config)
-            status = _drive(ws, run, backend, plan, budget, invocation, interrupts, report)
-        with interrupts.shielded(), open_store(ws) as store:
-            summary = _summary(run, plan, invocation, budget, backend, run_summary(store, run.run_id))
+        try:
+            with interrupts.shielded():
+                recovered = _replay(ws, run, parser, writer)
+            # Journaled by a killed invocation, stored now: this invocation's work, not already done.
+            run_state.recovered = sum(p in set(todo) for p in recovered)
+            invocation.completed += run_state.recovered
+            journal = Journal(journal_path(ws, run.run_id))
+            status = _drive(run_state, todo, writer, parser, journal, invocation, interrupts)
+        except BaseException:
+            with interrupts.shielded(), store_session(ws) as store:
+                summary = _summary(run_state, invocation, run_summary(store, run.run_id))
+                summary.status = "stopped"
+                finish_run(store, run.run_id, "stopped", summary.to_dict())
+            raise
+        with interrupts.shielded(), store_session(ws) as store:
+            summary = _summary(run_state, invocation, run_summary(store, run.run_id))
             if status == "done" and summary.missing:
                 status = "failed" if invocation.failed else "stopped"
             summary.status = status
             finish_run(store, run.run_id, status, summary.to_dict())
+        journal.remove()  # the store holds every answer now
     return summary
 
 
-def _drive(ws: Workspace, run: Run, backend: Backend, plan: Plan, budget: Budget, invocation: Invocation,
-           interrupts: Interrupts, report: Reporter) -> RunStatus:
-    writer = BatchWriter(ws, run.run_id, run.model, report)
-    parser = Parser(run_id=run.run_id, scheme_for=ws.config.scheme, structured=bool(plan.jobs[0].params.json_schema))
+@dataclass
+class _RunState:
+    """What the run's parts share: its settings, the plan's counters and the backend once there is one."""
+
+    ws: Workspace
+    run: Run
+    config: BackendConfig
+    prompt: Prompt
+    rules: RuleSearch | None
+    options: GenerateOptions
+    report: Reporter
+    already: int  # samples of pairs complete before this invocation (not even planned)
+    expected: int  # samples the run will hold when done
+    pairs: int  # pairs to plan in this invocation
+    backend: Backend | None = None
+    stream: StreamPlan | None = None
+    prepared: int = 0  # pairs retrieved, rendered and planned so far
+    recovered: int = 0  # samples a killed invocation journaled, stored by this one
+
+    @property
+    def planned(self) -> int:
+        return self.already + (self.stream.total if self.stream else 0)
+
+    @property
+    def done(self) -> int:
+        return self.already + (self.stream.done if self.stream else 0) - self.recovered
+
+
+def _chunk_plans(state: _RunState, pair_ids: list[str]) -> Iterator[Plan]:
+    """Plans of `chunk_pairs` pairs each: fetched, retrieved (stored retrievals reused), rendered, done keys skipped."""
+    ws, config, rules = state.ws, state.config, state.rules
+    params_for = sampling_for(ws, config)
+    for start in range(0, len(pair_ids), state.options.chunk_pairs):
+        ids = pair_ids[start:start + state.options.chunk_pairs]
+        with store_session(ws) as store:
+            pairs = pairs_by_id(store, ids)
+            known = stored_retrievals(store, rules.fingerprint, ids) if rules else {}
+        found: list[list[Rule]] = [[] for _ in pairs]
+        if rules:
+            missing = [p for p in pairs if p.pair_id not in known]
+            fresh = {p.pair_id: ([r.id for r, _ in hits], [float(sc) for _, sc in hits])
+                     for p, hits in zip(missing, rules.hits(missing) if missing else [], strict=True)}
+            if fresh:
+                with store_session(ws) as store:
+                    save_retrievals(store, rules.fingerprint, fresh)
+            known.update(fresh)
+            found = [[r for r in map(rules.rule, known[p.pair_id][0]) if r is not None] for p in pairs]
+        plan = plan_jobs(_render(ws, config, state.prompt, pairs, found), config.model, config.n, params_for)
+        with store_session(ws) as store:
+            plan.skip(done_samples(store, plan.probe_ids()))
+            if plan.reuse:
+                plan.answer_reuse(stored_completions(store, {key for key, _, _ in plan.reuse}))
+        state.prepared += len(ids)
+        yield plan
+
+
+def _drive(state: _RunState, todo: list[str], writer: BatchWriter, parser: Parser, journal: Journal,
+           invocation: Invocation, interrupts: Interrupts) -> RunStatus:
+    """Stream the pairs to the backend and the answers to the journal and the store; stopped cleanly on interrupt."""
+    budget, run = state.options.budget, state.run
     stop = threading.Event()
+    chunks = prefetch(_chunk_plans(state, todo), PREFETCH_CHUNKS, stop)
+    waiting: list[Plan] = []
+    for plan in chunks:  # plan until there is work: a run with nothing left loads no model
+        waiting.append(plan)
+        if plan.jobs or plan.ready:
+            break
+    state.stream = StreamPlan(itertools.chain(waiting, chunks))
+    if not any(p.jobs or p.ready for p in waiting):
+        list(state.stream.jobs)  # count what the chunks found done
+        return "done"
+    state.backend = create_backend(state.config)
     interrupted = False
-    report(_progress(run, plan, invocation, backend))
+    _progress(state, invocation, writer)
     try:
-        for result in generate(backend, plan, parser, budget, stop):
+        for result in generate(state.backend, state.stream, parser, budget, stop,
+                               durable=lambda o, p, fs: journal.append(_journal_record(run, o, p, fs))):
             if result is not None:
                 invocation.count(result)
                 writer.add(result)
-                report(_progress(run, plan, invocation, backend))
+            _progress(state, invocation, writer)
             if writer.due():
                 with interrupts.shielded():
                     writer.flush()
+            with interrupts.shielded():
+                writer.beat()
             if interrupts.pending:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -376,38 +556,85 @@ def _drive(ws: Workspace, run: Run, backend: Backend, plan: Plan, budget: Budget
         stop.set()
         with interrupts.shielded():
             writer.flush(final=True)
-    report(_progress(run, plan, invocation, backend, finished=True))
+    _progress(state, invocation, writer, finished=True)
     if interrupted or interrupts.pending:
-        with interrupts.shielded(), open_store(ws) as store:
-            summary = _summary(run, plan, invocation, budget, backend, run_summary(store, run.run_id))
-            finish_run(store, run.run_id, "stopped", summary.to_dict())
         raise KeyboardInterrupt
     return "stopped" if budget.exhausted else "done"
 
 
-def _progress(run: Run, plan: Plan, invocation: Invocation, backend: Backend, finished: bool = False) -> ProgressEvent:
-    return ProgressEvent(
-        "generate", plan.done + invocation.completed, plan.total, run.name, finished=finished,
+def _journal_record(run: Run, o: Outcome, prompt: PairPrompt, followers: list[Follower]) -> dict[str, Any]:
+    targets = [{"pair_id": prompt.pair.pair_id, "sample_id": o.key, "rule_ids": list(prompt.rule_ids),
+                "shares": o.shared_from}]
+    targets += [{"pair_id": f.prompt.pair.pair_id, "sample_id": f.sample_id, "rule_ids": list(f.prompt.rule_ids),
+                 "shares": o.key} for f in followers]
+    return {"run_id": run.run_id, "key": o.key, "sample_index": o.sample_index, "messages": list(o.job.messages),
+            "params": o.job.params.key_fields(), "text": o.text, "reasoning": o.reasoning,
+            "finish_reason": o.finish_reason, "tokens_in": o.tokens_in, "tokens_out": o.tokens_out,
+            "tokens_reasoning": o.tokens_reasoning, "logprobs": _logprobs_json(o.logprobs),
+            "latency_s": o.latency_s, "attempts": o.attempts, "targets": targets}
+
+
+def _replay(ws: Workspace, run: Run, parser: Parser, writer: BatchWriter) -> list[str]:
+    """Store what a killed invocation journaled but did not store; returns the pair of each sample recovered."""
+    records = [r for r in read_journal(journal_path(ws, run.run_id)) if r.get("run_id") == run.run_id]
+    if not records:
+        return []
+    with store_session(ws) as store:
+        done = done_keys(store, [t["sample_id"] for r in records for t in r["targets"]])
+        wanted = [r for r in records if any(t["sample_id"] not in done for t in r["targets"])]
+        pairs = {p.pair_id: p for p in pairs_by_id(store, list({t["pair_id"] for r in wanted for t in r["targets"]}))}
+    recovered: list[str] = []
+    for r in wanted:
+        params = SamplingParams(**{k: v for k, v in r["params"].items() if k != "extra"}, extra=r["params"].get("extra"))
+        job = Job(pair_id=r["targets"][0]["pair_id"], messages=tuple(r["messages"]), params=params,
+                  samples=((r["sample_index"], r["key"]),))
+        logprobs = [TokenAlternatives(t, tuple((a, float(lp)) for a, lp in top)) for t, top in r["logprobs"]] \
+            if r["logprobs"] else None
+        o = Outcome(job=job, sample_index=r["sample_index"], key=r["key"], text=r["text"],
+                    finish_reason=r["finish_reason"], tokens_in=r["tokens_in"], tokens_out=r["tokens_out"],
+                    logprobs=logprobs, latency_s=r["latency_s"], attempts=r["attempts"], reasoning=r["reasoning"],
+                    tokens_reasoning=r["tokens_reasoning"])
+        for t in r["targets"]:
+            pair = pairs.get(t["pair_id"])
+            if pair is None or t["sample_id"] in done:
+                continue
+            prompt = PairPrompt(pair=pair, messages=job.messages, rule_ids=tuple(t["rule_ids"]))
+            writer.add_sample(o, prompt, parser.sample(o, pair, t["sample_id"]), shares=t.get("shares"))
+            recovered.append(pair.pair_id)
+    writer.flush(final=True)
+    return recovered
+
+
+def _progress(state: _RunState, invocation: Invocation, writer: BatchWriter, finished: bool = False) -> None:
+    """Two bars: pairs retrieved and planned (ahead of the requests), samples answered and stored."""
+    backend = state.backend
+    what = "retrieving rules" if state.rules else "rendering prompts"
+    state.report(ProgressEvent("retrieval", state.prepared, state.pairs, what,
+                               finished=finished or state.prepared == state.pairs))
+    state.report(ProgressEvent(
+        "generate", state.done + invocation.completed, state.expected, state.run.name, finished=finished,
         fields={"rate": f"{invocation.rate():.2f}/s", "tok": invocation.tokens_in + invocation.tokens_out,
-                "failed": invocation.failed, "err": backend.stats.errors},
-    )
+                "failed": invocation.failed, "err": backend.stats.errors if backend else 0,
+                "prepared": state.prepared, "stored": writer.written},
+    ))
 
 
-def _summary(run: Run, plan: Plan, invocation: Invocation, budget: Budget, backend: Backend | None,
-             stored: dict[str, Any]) -> GenerateSummary:
+def _summary(state: _RunState, invocation: Invocation, stored: dict[str, Any]) -> GenerateSummary:
+    run, backend, budget = state.run, state.backend, state.options.budget
     wall = time.monotonic() - invocation.started
     return GenerateSummary(
         run=run.name, run_id=run.run_id, role=run.role, backend=run.backend, model=run.model,
         prompt=run.prompt_name, prompt_hash=run.prompt_hash,
-        planned=plan.total, already_done=plan.done, completed=invocation.completed,
-        failed=invocation.failed, missing=max(0, plan.total - plan.done - invocation.completed),
+        planned=state.planned, already_done=state.done, completed=invocation.completed,
+        failed=invocation.failed, missing=max(0, state.planned - state.done - invocation.completed),
         stop_reason=budget.exhausted,
         # Keys are global: a request another run already answered is not sent again, nor stored twice.
-        answered_elsewhere=max(0, plan.done + invocation.completed - stored["samples"]),
+        answered_elsewhere=max(0, state.done + invocation.completed - stored["samples"]),
         requests=backend.stats.requests if backend else 0,
         retries=dict(backend.stats.retries) if backend else {},
         failures=invocation.failures,
-        tokens_in=invocation.tokens_in, tokens_out=invocation.tokens_out,
+        tokens_in=invocation.tokens_in, tokens_out=invocation.tokens_out, tokens_reasoning=invocation.tokens_reasoning,
+        gold_shown=state.config.explain_gold,
         wall_s=round(wall, 2),
         samples_per_s=round(invocation.completed / wall, 3) if wall > 0 else None,
         tokens_per_s=round(invocation.tokens_out / wall, 1) if wall > 0 else None,

@@ -17,6 +17,7 @@ def create_backend(config: BackendConfig) -> Backend:
             base_urls=config.base_urls, api_key_env=config.api_key_env, concurrency=config.concurrency,
             timeout_s=config.timeout_s, max_retries=config.max_retries, retry_base_s=config.retry_base_s,
             retry_max_s=config.retry_max_s, n_per_request=n_per_request,
+            max_response_bytes=int(config.max_response_mb * (1 << 20)),
         ))
     if config.backend == "vllm":
         from cotgen.backends.vllm import VLLMBackend, require_vllm

@@ -22,10 +22,14 @@ class SamplingParams:
     seed: int | None = 0
     top_logprobs: int = 0
     json_schema: dict[str, Any] | None = None
+    extra: dict[str, Any] | None = None  # passed through to the server (extra_body) or vLLM's SamplingParams
 
     def key_fields(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
-                "seed": self.seed, "top_logprobs": self.top_logprobs, "json_schema": self.json_schema}
+        fields = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens,
+                  "seed": self.seed, "top_logprobs": self.top_logprobs, "json_schema": self.json_schema}
+        if self.extra:  # only when set, so keys made before extras existed stay the same
+            fields["extra"] = self.extra
+        return fields
 
     def sample_seed(self, sample_index: int) -> int | None:
         """Each sample of a pair gets its own seed, so N samples are not N copies."""
@@ -65,6 +69,9 @@ class Outcome:
     latency_s: float = 0.0
     attempts: int = 1
     error: str | None = None
+    reasoning: str | None = None  # a reasoning model's thinking, returned apart from the content
+    tokens_reasoning: int = 0
+    shared_from: str | None = None  # the request key whose answer this is (an identical prompt; nothing was sent)
 
     @property
     def ok(self) -> bool:

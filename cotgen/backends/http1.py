@@ -33,7 +33,8 @@ class HttpResponse:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses one response at a time (no pipelining)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = 1 << 62) -> None:
+        self.max_bytes = max_bytes
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.buffer = bytearray()
@@ -85,6 +86,12 @@ class _Connection(asyncio.Protocol):
             self._parse()
         except (ValueError, IndexError) as e:
             self.abort(TransportFailure("connection", f"malformed HTTP response: {e}"))
+            return
+        except OverflowError as e:
+            self.abort(TransportFailure("oversize", f"{e}, over the {self.max_bytes:,} allowed"))
+            return
+        if len(self.body) + len(self.buffer) > self.max_bytes + 65536:  # chunked or unsized: count as it comes
+            self.abort(TransportFailure("oversize", f"response body over the {self.max_bytes:,} bytes allowed"))
 
     def _parse(self) -> None:
         if not self.in_body:
@@ -105,6 +112,8 @@ class _Connection(asyncio.Protocol):
             self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
             if "content-length" in self.headers:
                 self.length = int(self.headers["content-length"])
+                if self.length > self.max_bytes:
+                    raise OverflowError(f"response body of {self.length:,} bytes")
             elif self.status in (204, 304):
                 self.length = 0
         if self.chunked:
@@ -146,8 +155,9 @@ class _Connection(asyncio.Protocol):
 class Http1Endpoint:
     """POSTs to one URL over a stack of idle keep-alive connections (the caller bounds concurrency)."""
 
-    def __init__(self, url: str, headers: Mapping[str, str], timeout_s: float):
+    def __init__(self, url: str, headers: Mapping[str, str], timeout_s: float, max_bytes: int = 1 << 62):
         parts = urlsplit(url)
+        self.max_bytes = max_bytes
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"{url}: the lean client speaks plain http:// only")
         self.url = url
@@ -177,7 +187,7 @@ class Http1Endpoint:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(_Connection, self.host, self.port), self.timeout_s)
+            _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Connection(self.max_bytes), self.host, self.port), self.timeout_s)
         except asyncio.TimeoutError:
             raise TransportFailure("timeout", f"connect to {self.host}:{self.port} timed out") from None
         except OSError as e:

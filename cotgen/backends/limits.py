@@ -94,9 +94,13 @@ def retry_after_s(headers: dict[str, str] | object, now: float | None = None) ->
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float, server_wait_s: float | None = None) -> float:
-    """Exponential backoff with jitter (half fixed, half random), never shorter than the server asked."""
+    """Exponential backoff with jitter (half fixed, half random), never shorter than the server asked.
+
+    A server's wait is honoured up to `cap_s`: `Retry-After: inf` (or a day) must not stall a run.
+    """
     ceiling = min(cap_s, base_s * (2 ** attempt))
     delay = ceiling / 2 + random.uniform(0, ceiling / 2)
     if server_wait_s is not None:
-        delay = max(delay, server_wait_s + random.uniform(0, 0.1 * max(server_wait_s, base_s)))
-    return delay
+        wait = min(server_wait_s, cap_s)
+        delay = max(delay, wait + random.uniform(0, 0.1 * max(wait, base_s)))
+    return min(delay, cap_s * 1.1)

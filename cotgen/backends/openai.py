@@ -44,6 +44,7 @@ class OpenAIOptions:
     retry_max_s: float = 30.0
     n_per_request: bool | None = None  # None: try `n`, fall back to one request per sample if ignored
     check_models: bool = True
+    max_response_bytes: int = 4 << 20  # a bigger body is an "oversize" failure, retried like one
 
 
 class RequestFailed(Exception):
@@ -66,8 +67,9 @@ class Endpoint(Protocol):
 class HttpxEndpoint:
     """httpx2 for https:// and proxied endpoints, as several small pools (httpcore scans its pool per request)."""
 
-    def __init__(self, url: str, headers: Mapping[str, str], timeout_s: float, concurrency: int):
+    def __init__(self, url: str, headers: Mapping[str, str], timeout_s: float, concurrency: int, max_bytes: int):
         self.url = url
+        self.max_bytes = max_bytes
         limits = httpx2.Limits(max_connections=CONNECTIONS_PER_CLIENT, max_keepalive_connections=CONNECTIONS_PER_CLIENT,
                                keepalive_expiry=30)
         timeout = httpx2.Timeout(timeout_s, pool=None)
@@ -78,25 +80,31 @@ class HttpxEndpoint:
 
     async def post(self, content: bytes, headers: Mapping[str, str]) -> HttpResponse:
         try:
-            r = await next(self.rotation).post(self.url, content=content, headers=dict(headers))
+            async with next(self.rotation).stream("POST", self.url, content=content, headers=dict(headers)) as r:
+                body = bytearray()
+                async for chunk in r.aiter_bytes():
+                    body += chunk
+                    if len(body) > self.max_bytes:
+                        raise TransportFailure("oversize", f"response body over {self.max_bytes:,} bytes")
         except httpx2.TimeoutException:
             raise TransportFailure("timeout", f"no answer within {self.timeout_s:g}s") from None
         except httpx2.TransportError as e:
             raise TransportFailure("connection", f"{type(e).__name__}: {e}") from None
-        return HttpResponse(r.status_code, r.headers, r.content)
+        return HttpResponse(r.status_code, r.headers, bytes(body))
 
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.clients))
 
 
-def make_endpoint(base_url: str, headers: Mapping[str, str], timeout_s: float, concurrency: int) -> Endpoint:
+def make_endpoint(base_url: str, headers: Mapping[str, str], timeout_s: float, concurrency: int,
+                  max_bytes: int) -> Endpoint:
     url = base_url.rstrip("/") + "/chat/completions"
     parts = urlsplit(url)
     proxied = parts.hostname is not None and bool(urllib.request.getproxies().get(parts.scheme)) \
         and not urllib.request.proxy_bypass(parts.hostname)
     if parts.scheme == "http" and not proxied:
-        return Http1Endpoint(url, headers, timeout_s)
-    return HttpxEndpoint(url, headers, timeout_s, concurrency)
+        return Http1Endpoint(url, headers, timeout_s, max_bytes)
+    return HttpxEndpoint(url, headers, timeout_s, concurrency, max_bytes)
 
 
 class OpenAIBackend(Backend):
@@ -119,15 +127,17 @@ class OpenAIBackend(Backend):
         if self.options.check_models:
             await self._check()
         headers = {"authorization": f"Bearer {self.api_key}", "content-type": "application/json"}
-        self.endpoints = [make_endpoint(url, headers, self.options.timeout_s, self.options.concurrency)
-                          for url in self.options.base_urls]
+        self.endpoints = [make_endpoint(url, headers, self.options.timeout_s, self.options.concurrency,
+                                        self.options.max_response_bytes) for url in self.options.base_urls]
         self.pool = SlotPool([AdaptiveLimit(self.options.concurrency) for _ in self.endpoints])
         try:
             admission = asyncio.Semaphore(self.options.concurrency * len(self.endpoints))
             tasks: set[asyncio.Task] = set()
-            for job in jobs:
+            feed = _Feed(jobs, stop)
+            while True:
                 await admission.acquire()
-                if stop.is_set():
+                job = None if stop.is_set() else await feed.next()
+                if job is None:
                     admission.release()
                     break
                 task = asyncio.create_task(self._job(job, emit))
@@ -136,6 +146,7 @@ class OpenAIBackend(Backend):
             if tasks:
                 await asyncio.gather(*tasks)
         finally:
+            feed.close()
             await asyncio.gather(*(ep.aclose() for ep in self.endpoints))
 
     async def _check(self) -> None:
@@ -195,7 +206,7 @@ class OpenAIBackend(Backend):
         if p.json_schema is not None:
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "relevance_answer", "schema": p.json_schema, "strict": True}}
-        return body
+        return {**body, **(p.extra or {})}
 
     async def _complete(self, job: Job, batch: list[tuple[int, str]]) -> tuple[list[dict], dict, float, int]:
         """POST with retries; returns (choices, usage, latency_s, attempts) or raises RequestFailed."""
@@ -247,7 +258,9 @@ class OpenAIBackend(Backend):
             self.logprobs_supported = bool(choices[0].get("logprobs"))
         prompt_tokens = int(usage.get("prompt_tokens") or 0)
         completion_tokens = int(usage.get("completion_tokens") or 0)
+        reasoning_tokens = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
         share, extra = divmod(completion_tokens, max(1, len(done)))
+        thought, spare = divmod(reasoning_tokens, max(1, len(done)))
         for i, ((index, key), choice) in enumerate(zip(done, choices, strict=False)):
             message = choice.get("message") or {}
             emit(Outcome(
@@ -256,7 +269,54 @@ class OpenAIBackend(Backend):
                 # A request's prompt is billed once, so it is counted on its first sample only.
                 tokens_in=prompt_tokens if i == 0 else 0, tokens_out=share + (extra if i == 0 else 0),
                 logprobs=_token_alternatives(choice.get("logprobs")), latency_s=latency, attempts=attempts,
+                # vLLM and SGLang reasoning parsers return the thinking apart (newer servers name it `reasoning`).
+                reasoning=message.get("reasoning_content") or message.get("reasoning") or None,
+                tokens_reasoning=thought + (spare if i == 0 else 0),
             ))
+
+
+class _Feed:
+    """Jobs pulled in a helper thread: a producer still retrieving rules must not stall the requests in flight."""
+
+    def __init__(self, jobs: Iterator[Job], stop: threading.Event):
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=1)
+        self.stop = stop
+        self.closed = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._pull, args=(jobs,), name="cotgen-jobs", daemon=True)
+        self.thread.start()
+
+    def _pull(self, jobs: Iterator[Job]) -> None:
+        try:
+            for job in jobs:
+                if not self._put(job):
+                    return
+        except BaseException as e:  # noqa: BLE001 - raised in the event loop by `next`
+            self.error = e
+        finally:
+            self._put(None)
+
+    def _put(self, item: Job | None) -> bool:
+        while not self.closed.is_set():
+            future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
+            try:
+                future.result(timeout=0.5)
+                return True
+            except TimeoutError:
+                future.cancel()
+            except RuntimeError:  # the loop has closed
+                return False
+        return False
+
+    async def next(self) -> Job | None:
+        job = await self.queue.get()
+        if job is None and self.error is not None:
+            raise self.error
+        return job
+
+    def close(self) -> None:
+        self.closed.set()
 
 
 def _token_alternatives(logprobs: dict | None) -> list[TokenAlternatives] | None:

@@ -50,7 +50,7 @@ class VLLMBackend(Backend):
             kwargs["logprobs"] = params.top_logprobs
         if params.json_schema is not None:
             kwargs.update(_structured(self.vllm, params.json_schema))
-        return self.vllm.SamplingParams(**kwargs)
+        return self.vllm.SamplingParams(**{**kwargs, **(params.extra or {})})
 
     def _generate(self, chunk: list[Job], emit: Emit) -> None:
         started = time.perf_counter()

@@ -38,12 +38,15 @@ def print_summary(summary: GenerateSummary) -> None:
     rows = [
         ["status", s.get("status", "")], ["prompt", f"{s['prompt']} ({s['prompt_hash'][:12]})"],
         ["samples in run", st["samples"]], ["pairs in run", st["pairs"]],
-        ["parse rate (a label found)", pct(st["parse_rate"])], ["agreement with gold", pct(st["agreement"])],
+        ["parse rate (a label found)", pct(st["parse_rate"])],
+        # A teacher shown the gold label and asked to explain it agrees by construction: that is compliance.
+        ["label compliance (gold shown)" if s["gold_shown"] else "agreement with gold", pct(st["agreement"])],
         ["parse status", ", ".join(f"{k} {v:,}" for k, v in st["parse_status"].items()) or "-"],
         ["judgement contradicts label", st["inconsistent"]], ["cut at max_tokens", st["truncated"]],
         ["this time: completed / failed", f"{s['completed']:,} / {s['failed']:,}"],
         ["this time: already done", s["already_done"]],
-        ["this time: tokens in / out", f"{s['tokens_in']:,} / {s['tokens_out']:,}"],
+        ["this time: tokens in / out", f"{s['tokens_in']:,} / {s['tokens_out']:,}"
+         + (f" ({s['tokens_reasoning']:,} reasoning)" if s["tokens_reasoning"] else "")],
         ["this time: wall time", f"{s['wall_s']:.1f} s"],
         ["this time: throughput", f"{s['samples_per_s'] or 0:.2f} samples/s, {s['tokens_per_s'] or 0:,.0f} tokens/s"],
     ]
@@ -91,6 +94,8 @@ def generate_command(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Stop after this many tokens (prompt + completion).")] = None,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", min=1, help="Length cap of one completion (config max_tokens).")] = None,
     order: Annotated[Literal["cot_first", "label_first"] | None, typer.Option("--order", help="Label after or before the reasoning.")] = None,
+    no_gold: Annotated[bool, typer.Option("--no-gold", help="Do not show the gold label (explain_gold = false): "
+                                          "an unconditioned calibration pass, a run of its own.")] = False,
     prompt_only: Annotated[bool, typer.Option("--show-prompt", help="Print the first pair's prompt and exit.")] = False,
     workspace: WorkspaceOpt = Path("."),
     as_json: JsonOpt = False,
@@ -98,7 +103,8 @@ def generate_command(
     """Generate CoT samples for the pairs in the store; interrupted or killed, the same command continues."""
     ws = open_workspace(workspace)
     config = merge_overrides(getattr(ws.config, role), "generate", backend=backend, model=model, n=n,
-                             concurrency=concurrency, base_urls=base_url or None, max_tokens=max_new_tokens, order=order)
+                             concurrency=concurrency, base_urls=base_url or None, max_tokens=max_new_tokens, order=order,
+                             explain_gold=False if no_gold else None)
     options = GenerateOptions(role=role, config=config, limit=limit, source=source, run_name=run,
                               budget=Budget(max_requests=max_requests, max_tokens=max_tokens))
     if prompt_only:

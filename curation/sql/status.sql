@@ -10,8 +10,10 @@ SELECT count(*) FROM pairs
 SELECT count(DISTINCT pair_id) FROM label_disagreements
 
 -- name: runs
-SELECT r.name, r.role, r.model, r.status, count(s.sample_id) AS samples
-FROM runs r LEFT JOIN samples s USING (run_id) GROUP BY ALL ORDER BY min(r.started_at)
+SELECT r.name, r.role, r.model, r.status, count(s.sample_id) AS samples,
+       any_value(r.lease_pid) AS lease_pid, any_value(r.lease_host) AS lease_host,
+       any_value(r.heartbeat_at) AS heartbeat_at
+FROM runs r LEFT JOIN samples s USING (run_id) GROUP BY r.name, r.role, r.model, r.status ORDER BY min(r.started_at)
 
 -- name: samples
 SELECT count(*) FROM samples

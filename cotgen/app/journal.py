@@ -1,0 +1,88 @@
+"""An append-only journal of a run's answers: each is on disk as it arrives, before the store has it.
+
+A SIGKILL then loses at most the requests in flight: the next start copies what the journal holds into
+the store (`replay`). Lines are written with one `write` each (a killed process loses none that
+returned) and fsync'd in small groups (a machine crash loses at most a group). A failed write (disk
+full, read-only) is a one-line CotgenError; the caller stops sending at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import CotgenError
+
+FSYNC_LINES = 32
+FSYNC_S = 0.5
+
+
+class Journal:
+    """One run's journal file, appended from the backend's thread."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._unsynced = 0
+        self._synced_at = time.monotonic()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise self._error(e) from None
+
+    def _error(self, e: OSError) -> CotgenError:
+        return CotgenError(f"cannot write the run journal {self.path}: {e.strerror or e}; stopped sending "
+                           "(answers received so far are kept; free space or fix the folder, then run again)")
+
+    def append(self, record: dict[str, Any]) -> None:
+        data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            if self._fd is None:
+                raise CotgenError(f"the run journal {self.path} is closed")
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view):]
+                self._unsynced += 1
+                if self._unsynced >= FSYNC_LINES or time.monotonic() - self._synced_at >= FSYNC_S:
+                    self._sync()
+            except OSError as e:
+                raise self._error(e) from None
+
+    def _sync(self) -> None:
+        assert self._fd is not None
+        os.fsync(self._fd)
+        self._unsynced = 0
+        self._synced_at = time.monotonic()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                try:
+                    self._sync()
+                finally:
+                    os.close(self._fd)
+                    self._fd = None
+
+    def remove(self) -> None:
+        """Delete the journal once the store holds everything in it."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def read_journal(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of a journal; a line cut by a crash mid-write is skipped."""
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
