@@ -650,19 +650,7 @@ def template(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pat
     return ws
 
 
-# Cases whose fix has not landed yet, by issue 18 item; each must fail until it is fixed (strict).
-PENDING: dict[int, list[str]] = {
-}
-_PENDING = {name: item for item, names in PENDING.items() for name in names}
-
-
-def _param(c: Case) -> object:
-    item = _PENDING.get(c.name)
-    marks = [pytest.mark.xfail(strict=True, reason=f"issue 18 item {item}: not fixed yet")] if item else []
-    return pytest.param(c, id=c.name, marks=marks)
-
-
-@pytest.mark.parametrize("bad", [_param(c) for c in CASES])
+@pytest.mark.parametrize("bad", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(bad: Case, template: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     shutil.copytree(template, ws)
