@@ -29,6 +29,7 @@ REASON_TEXT = {
     "parse_failed": "the answer did not parse cleanly (no label, or steps missing)",
     "disagrees_with_gold": "the answer's label is not the gold label (after reviews)",
     "inconsistent": "the judgement step argues for another grade than the label",
+    "wrong_steps": "right label, but a step labelled wrong by a reviewer or the step judge (curation.sft_drop_wrong_steps)",
     "too_short": "the rendered target is shorter than curation.sft_min_chars",
     "too_long": "the rendered target is longer than curation.sft_max_chars",
     "near_duplicate": "nearly repeats reasoning already kept (curation.diversity_threshold)",

@@ -30,14 +30,16 @@ def select_sft(ctx: SelectionContext) -> dict[str, Any]:
     """Fill rows_sft; returns the selection's counts."""
     cur = ctx.curation
     render_teacher_answers(ctx, all_pairs=True)
-    ctx.store.con.execute(sql("sft.pool"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars})
+    ctx.store.con.execute(sql("sft.pool"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars,
+                                            "drop_wrong_steps": cur.sft_drop_wrong_steps})
     dropped = pa.table({"sample_id": pa.array(_near_duplicates(ctx), type=pa.string())})
     with registered(ctx.store, "dropped_arrow", dropped):
         ctx.store.con.execute(sql("sft.create_dropped"))
     ctx.store.con.execute(sql("sft.picked"), {"k": cur.sft_per_pair})
     ctx.store.con.execute(sql("sft.rows"))
     ctx.store.con.execute(sql("sft.dropped"), {"min_chars": cur.sft_min_chars, "max_chars": cur.sft_max_chars,
-                                               "misplaced": NOTE_LABEL_MISPLACED})
+                                               "misplaced": NOTE_LABEL_MISPLACED,
+                                               "drop_wrong_steps": cur.sft_drop_wrong_steps})
     return ctx.store.query(sql("sft.counts"))[0]
 
 

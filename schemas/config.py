@@ -168,6 +168,9 @@ class CurationConfig(Section):
     sft_per_pair: int = Field(default=1, ge=1)
     sft_min_chars: int = Field(default=0, ge=0)
     sft_max_chars: int = Field(default=8000, ge=1)
+    sft_drop_wrong_steps: bool = Field(
+        default=False, description="keep out of SFT unreviewed teacher CoTs with the right label but a step labelled "
+                                   "wrong (a reviewer's mark, else the step judge's verdict)")
     sft_balance: float | None = Field(default=None, ge=1.0,
                                       description="cap train-split SFT rows per label, x the rarest; unset: the natural mix")
     dpo_per_pair: int = Field(default=1, ge=1)

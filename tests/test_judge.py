@@ -23,6 +23,7 @@ from helpers_curation import (
     plain_prompt,
     sample_id,
     synth_run,
+    with_curation,
     wrong_label,
 )
 from helpers_judge import JudgeRules, judge_server
@@ -253,3 +254,19 @@ def test_steps_export_from_judge_verdicts_alone(ws: Workspace) -> None:
         assert row["label_sources"] == ["judge"] * 5
         assert row["labels"] == [True, True, not label_wrong, True, not label_wrong]
         assert row["completions"][0].startswith("1. Query understanding: ")
+
+
+def test_sft_can_keep_out_right_answers_with_wrong_steps(ws: Workspace) -> None:
+    with open_store(ws) as store:
+        a, b, c = pairs_of_queries(store, 3)[:3]
+        run = add_run(store, "teacher-1", "teacher")
+        add_samples(store, run, [(p.pair_id, 0, answer_text(p, p.label, "cot_first")) for p in (a, b, c)])
+        sa, sb, sc = (sample_id(run, p.pair_id, 0) for p in (a, b, c))
+        _judge(store, "j", 0, {sa: [True, True, False, True, True], sb: [True, False, True, True, True], sc: [True] * 5})
+        add_review(store, "accept", b.pair_id, sample_id=sb)  # a reviewer accepted it: the judge does not overrule
+    kept = export_dataset(ws, "plain", ["sft"], "label_first", plain_prompt)
+    assert {r["sample_id"] for r in pq.read_table(kept.path / "data" / "sft").to_pylist()} == {sa, sb, sc}
+    strict = export_dataset(with_curation(ws, sft_drop_wrong_steps=True), "strict", ["sft"], "label_first", plain_prompt)
+    assert {r["sample_id"] for r in pq.read_table(strict.path / "data" / "sft").to_pylist()} == {sb, sc}
+    dropped = pq.read_table(strict.path / "dropped.parquet").to_pylist()
+    assert [(r["sample_id"], r["reason"]) for r in dropped if r["kind"] == "sft"] == [(sa, "wrong_steps")]

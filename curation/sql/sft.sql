@@ -1,11 +1,15 @@
 -- name: pool
 -- Rendered teacher answers within the length bounds, ranked per pair: reviewer-accepted first, then
--- edited, then the seeded draw.
+-- edited, then the seeded draw. With $drop_wrong_steps (curation.sft_drop_wrong_steps), an unreviewed
+-- answer with a step labelled wrong (hybrid_step_labels: a human mark, else the judge) stays out: the
+-- right label reached by wrong reasoning.
 CREATE OR REPLACE TEMP TABLE sft_pool AS
 SELECT *, row_number() OVER (
            PARTITION BY pair_id ORDER BY coalesce(decision = 'accept', false) DESC, edited DESC, draw) AS rank
 FROM teacher_answers
-WHERE chars BETWEEN $min_chars AND $max_chars;
+WHERE chars BETWEEN $min_chars AND $max_chars
+  AND NOT ($drop_wrong_steps AND decision IS NULL
+           AND sample_id IN (SELECT sample_id FROM hybrid_step_labels WHERE NOT correct));
 
 -- name: pool_texts
 SELECT sample_id, pair_id, cot FROM sft_pool ORDER BY pair_id, rank;
@@ -65,6 +69,8 @@ SELECT 'sft', t.sample_id, t.pair_id,
             WHEN e.predicted IS DISTINCT FROM e.gold THEN 'disagrees_with_gold'
             WHEN NOT e.consistent THEN 'inconsistent'
             WHEN q.repetitive THEN 'repetitive'
+            WHEN $drop_wrong_steps AND e.decision IS NULL
+                 AND t.sample_id IN (SELECT sample_id FROM hybrid_step_labels WHERE NOT correct) THEN 'wrong_steps'
             WHEN a.chars < $min_chars THEN 'too_short'
             WHEN a.chars > $max_chars THEN 'too_long'
             WHEN t.sample_id IN (SELECT sample_id FROM diversity_dropped) THEN 'near_duplicate'
