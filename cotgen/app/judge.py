@@ -205,13 +205,12 @@ def run_judge(ws: Workspace, options: JudgeOptions, report: Reporter = silent) -
     plan, parser = plan_judgements(ws, config, prompt, candidates, _rules(ws, candidates, report))
     with open_store(ws) as store:
         plan.skip(done_keys(store, plan.keys()))
-    invocation = Invocation()
+    backend: Backend | None = create_backend(config) if plan.jobs else None
+    invocation = Invocation()  # after loading a local model: throughput is the judging's own
     writer = JudgeWriter(ws, run, report)
-    backend: Backend | None = None
     status = "done"
     with Interrupts() as interrupts:
-        if plan.jobs:
-            backend = create_backend(config)
+        if backend is not None:
             status = _drive(ws, run, backend, plan, parser, writer, options.budget, invocation, interrupts, report)
         with interrupts.shielded(), open_store(ws) as store:
             summary = _summary(run, plan, invocation, writer, options.budget, backend, judge_run_summary(store, run.judge_run_id))
