@@ -22,7 +22,6 @@ step marks; its exact formulas are not public. This module is OURS:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from typing import Any, Literal
 
 from cotgen.backends.base import Message
 from cotgen.prompting import DESCRIPTION_CHARS, Prompt, load_prompt
-from schemas.answer import STEP_TITLES
+from schemas.answer import STEP_TITLES, json_object
 from schemas.labels import LabelScheme
 from schemas.pair import Pair
 from schemas.rule import Rule
@@ -135,7 +134,6 @@ _IN_PROSE = ("incorrect", "inaccurate", "erroneous", "mistaken", "correct", "acc
 _VERDICT_WORD = re.compile(r"\b(not\s+)?(" + "|".join(_IN_PROSE) + r")\b", re.IGNORECASE)
 _VERDICT_FIELDS = ("verdict", "correct", "is_correct", "label", "judgement", "judgment", "grade", "result", "status")
 _REASON_FIELDS = ("reason", "explanation", "why", "rationale", "comment")
-_FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL | re.IGNORECASE)
 _LINE_NUMBER = re.compile(r"^\W*(?:step\s*)?(?P<num>\d{1,2})\b\s*[.):\-–—]?\s*(?P<rest>.*)$", re.IGNORECASE)
 
 
@@ -171,19 +169,6 @@ def _reason_of(value: object) -> str:
     if isinstance(value, dict):
         return next((str(value[k]) for k in value if _norm(k) in _REASON_FIELDS), "")
     return ""
-
-
-def _json_object(text: str) -> dict | None:
-    m = _FENCE.search(text)
-    candidate = m.group(1) if m else text[text.find("{"):text.rfind("}") + 1] if "{" in text else ""
-    for attempt in (candidate, re.sub(r",\s*([}\]])", r"\1", candidate)):
-        try:
-            data = json.loads(attempt)
-        except ValueError:
-            continue
-        if isinstance(data, dict):
-            return data
-    return None
 
 
 def _aliases(index: int, name: str, key: str) -> list[str]:
@@ -241,7 +226,7 @@ def parse_verdicts(text: str, names: Sequence[str]) -> Judgement:
     if not text or not text.strip():
         return Judgement([StepVerdict(i, n, None) for i, n in enumerate(names)], "empty", "empty output")
     notes: list[str] = []
-    data = _json_object(text)
+    data = json_object(text)
     found = _from_json(data, names) if data is not None else []
     if not any(v is not None for v, _ in found):
         lines = _from_lines(text, names)

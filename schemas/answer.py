@@ -241,7 +241,7 @@ _FENCE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL | re.IGNORECASE
 _PAIR = re.compile(r"[\"'](?P<key>[A-Za-z_ ]+)[\"']\s*:\s*(?:\"(?P<dq>(?:[^\"\\]|\\.)*)\"?|'(?P<sq>[^']*)'?)", re.DOTALL)
 
 
-def _json_object(text: str) -> dict | None:
+def json_object(text: str) -> dict | None:
     """The answer as a dict when the text is (or contains) a JSON-ish object; tolerant of truncation."""
     m = _FENCE.search(text)
     candidate = m.group(1) if m else text[text.find("{"):text.rfind("}") + 1] if "{" in text else ""
@@ -365,7 +365,7 @@ def _parse(text: str, scheme: LabelScheme, order: AnswerOrder | None = None) -> 
     clean = _TAG.sub("", _SPECIAL.sub("", text))
     outside, thinking, unclosed = _split_think(clean)
     notes: list[str] = []
-    data = _json_object(outside)
+    data = json_object(outside)
     steps, json_label = _from_json(data, scheme) if data else ([], None)
     if not steps:
         steps, note = _split_steps(outside)

@@ -87,6 +87,8 @@ def test_parse_verdicts_reads_every_shape_and_says_how_it_went() -> None:
                           "5. Relevance judgement: incorrect", names)
     assert (text.status, text.verdicts, text.first_wrong) == ("ok", [True, False, False, True, False], 1)
     assert text.steps[1].reason == "the item is a sock"
+    cut = parse_verdicts('{"query_understanding_reason": "fine", "query_understanding": "correct", "item_und', names)
+    assert (cut.status, cut.verdicts[:2]) == ("partial", [True, None])  # an answer cut at max_tokens keeps its verdicts
     assert parse_verdicts("I cannot judge this.", names).status == "failed"
     assert parse_verdicts("  ", names).status == "empty"
     assert parse_verdicts(json.dumps({n: "correct" for n in names}), names).first_wrong is None
