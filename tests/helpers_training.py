@@ -104,6 +104,8 @@ def _rows(kind: str, pairs: list[dict], order: AnswerOrder, scheme: LabelScheme)
                    "rejected": [{"role": "assistant", "content": bad}], "label": p["label"]}
         elif kind == "grpo":
             row = {**common, "label": p["label"], "difficulty": "medium", "scheme": scheme.name, "stage": 1}
+        elif kind == "eval":
+            row = {**common, "query_id": p["query_id"], "label": p["label"], "scheme": scheme.name}
         else:
             steps = [f"{i}. {s.name.replace('_', ' ').capitalize()}: {s.text}"
                      for i, s in enumerate(template_steps(p, wrong_label(p["label"], scheme), scheme), start=1)]
@@ -115,18 +117,23 @@ def _rows(kind: str, pairs: list[dict], order: AnswerOrder, scheme: LabelScheme)
 
 def write_export(datasets_dir: Path, name: str, splits: dict[str, list[dict]], order: AnswerOrder = "label_first",
                  kinds: tuple[str, ...] = ("sft", "dpo", "grpo", "steps"), version: int = 1,
-                 scheme: LabelScheme = SCHEME) -> Path:
-    """datasets/NAME/vK/{manifest.json, <kind>/} exactly as `cotgen export` lays a version out."""
+                 scheme: LabelScheme = SCHEME, eval_splits: dict[str, list[dict]] | None = None) -> Path:
+    """datasets/NAME/vK/{manifest.json, <kind>/} exactly as `cotgen export` lays a version out; `eval_splits`
+    (every labelled pair of each split) adds the `eval` set."""
     root = datasets_dir / name / f"v{version}"
     root.mkdir(parents=True, exist_ok=True)
-    for kind in kinds:
-        DatasetDict({s: Dataset.from_dict(_rows(kind, splits[s], order, scheme)) for s in SPLITS}).save_to_disk(
+    sets = {kind: splits for kind in kinds}
+    if eval_splits is not None:
+        sets["eval"] = eval_splits
+        kinds = (*kinds, "eval")
+    for kind, rows in sets.items():
+        DatasetDict({s: Dataset.from_dict(_rows(kind, rows[s], order, scheme)) for s in SPLITS}).save_to_disk(
             str(root / kind))
     digest = hashlib.sha256(json.dumps(splits, sort_keys=True).encode()).hexdigest()
     manifest = {
         "name": name, "version": version, "content_hash": digest, "parent": None, "format": order,
         "scheme": scheme.model_dump(), "kinds": list(kinds),
-        "counts": {k: {s: len(splits[s]) for s in SPLITS} for k in kinds},
+        "counts": {k: {s: len(sets[k][s]) for s in SPLITS} for k in kinds},
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return root

@@ -86,12 +86,13 @@ def test_sft_via_cli_writes_model_checkpoint_and_manifest(ws: Workspace, sft_run
 
 
 def test_resume_continues_from_the_last_checkpoint(ws: Workspace, sft_run: dict) -> None:
+    from training.runner import disk_use
     from training.sft import train_sft
 
     out = Path(sft_run["output_dir"])
     version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
     cfg = SFTTrainConfig(max_steps=2, per_device_train_batch_size=2, gradient_accumulation_steps=1, max_length=160,
-                         save_steps=100)
+                         save_steps=100, logging_steps=1)
     half_saved = out / "checkpoint-5"  # what a kill during a checkpoint save leaves: weights, no trainer state
     half_saved.mkdir()
     shutil.copy(out / "checkpoint-1" / "config.json", half_saved / "config.json")
@@ -101,6 +102,12 @@ def test_resume_continues_from_the_last_checkpoint(ws: Workspace, sft_run: dict)
     manifest = json.loads((out / "run_manifest.json").read_text())
     assert manifest["global_step"] == 2 and manifest["resumed_from"].endswith("checkpoint-1")
     assert (out / "checkpoint-2").is_dir()  # the final step is always saved, so a later run resumes from it
+    # CPU default: model-only checkpoints (no AdamW state). The LR schedule continues: step 2 of a 2-step run with
+    # one warmup step trains at the peak rate, where a fresh schedule would warm up from 0 again.
+    assert manifest["checkpoints"] == "model-only" and not list(out.glob("checkpoint-*/optimizer.pt"))
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert [e["learning_rate"] for e in state["log_history"] if e.get("step") == 2 and "loss" in e] == [cfg.learning_rate]
+    assert manifest["disk_bytes"] == result.disk_bytes and abs(disk_use(out) - result.disk_bytes) < 100_000  # the manifest
 
     other = dataclasses.replace(version, manifest={**version.manifest, "content_hash": "0" * 64})
     with pytest.raises(CotgenError, match="would mix runs"):
@@ -132,6 +139,13 @@ def test_eval_cli_label_prob_with_cumpt(ws: Workspace, sft_run: dict) -> None:
     rows = eval_rows(version, "test", None)
     assert report["mode"] == "label-prob" and report["split"] == "test"
     assert report["metrics"]["n"] == len(rows) and report["metrics"]["parsed"] == len(rows)
+    # The version's eval set: every labelled pair of the test queries, as many as the store holds for them.
+    assert report["rows_from"].startswith("every labelled pair")
+    test_queries = sorted(set(version.split("eval", "test")["query_id"]))
+    with open_store(ws, read_only=True) as store:
+        (labelled,) = store.one("SELECT count(*) FROM gold_pairs WHERE list_contains(?, query_id)", [test_queries])
+    assert report["metrics"]["n"] == labelled
+    assert any(f"test split: n = {len(rows)} rows" in w for w in report["warnings"]), "a small split is said to be"
     preds = [json.loads(line) for line in Path(report["files"]["predictions"]).read_text().splitlines()]
     assert {p["pair_id"] for p in preds} == {r["pair_id"] for r in rows}
     for p in preds:

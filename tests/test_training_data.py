@@ -69,6 +69,30 @@ def test_eval_rows_cover_every_set_once_and_mode_follows_the_format(datasets_dir
         choose_mode(v2, "label-prob")
 
 
+def test_eval_rows_come_from_the_eval_set_every_labelled_pair(tmp_path: Path, shared_data: Path) -> None:
+    """A version whose sft set kept a third of the pairs: eval scores every labelled pair of the split."""
+    from training.evaluate import MIN_PER_CLASS, MIN_ROWS, rows_from, small_sample_warnings
+
+    splits = split_by_query(crowdflower_pairs(shared_data / "crowdflower" / "train_dev.csv", limit=300))
+    kept = {s: rows[::3] for s, rows in splits.items()}
+    write_export(tmp_path, "full", kept, kinds=("sft",), eval_splits=splits)
+    version = open_version(tmp_path, DatasetRef("full"))
+    rows = eval_rows(version, "test", None)
+    assert [r["pair_id"] for r in rows] == sorted(p["pair_id"] for p in splits["test"])
+    assert len(rows) > len(version.split("sft", "test"))
+    assert rows_from(version).startswith("every labelled pair")
+    write_export(tmp_path, "kept", kept, kinds=("sft",))
+    assert "re-export" in rows_from(open_version(tmp_path, DatasetRef("kept")))
+
+    golds = [r["label"] for r in rows]
+    warned = small_sample_warnings(golds, version.scheme, "test split")
+    assert (len(golds) < MIN_ROWS) == any(f"n = {len(golds)} rows" in w for w in warned)
+    thin = [g for g in version.scheme.ids if golds.count(g) < MIN_PER_CLASS]
+    assert bool(thin) == any("fewer than" in w for w in warned)
+    assert small_sample_warnings(["L4"] * 60 + ["L3"] * 60 + ["L2"] * 10 + ["L1"] * 9, version.scheme, "x") == [
+        f"x: fewer than {MIN_PER_CLASS} rows of L1 9; their F1 (and macro-F1) is noise"]
+
+
 def test_build_config_overrides() -> None:
     cfg = build_config("grpo", 3, True, ["group_size=4", "time_budget_s=60", "lora_target_modules=q_proj,v_proj"])
     assert (cfg.group_size, cfg.time_budget_s, cfg.lora_target_modules, cfg.max_steps, cfg.lora) == (

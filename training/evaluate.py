@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from schemas.errors import CotgenError
+from schemas.labels import LabelScheme
 from training.cumpt import build_tiers, calibrate_beta, tier_metrics
 from training.data import ExportedVersion
 from training.metrics import Metrics, scheme_metrics
@@ -22,9 +23,14 @@ from training.predict import (
 )
 
 Mode = Literal["generate", "label-prob"]
-# Sets whose rows carry a prompt and the gold label. Each holds only the pairs its selection kept (sft: the
-# teacher was right; grpo: hard for the policy), so evaluation takes the union to cover the split.
+# Every labelled pair of each split with the policy prompt and the gold label: what evaluation scores.
+EVAL_SET = "eval"
+# Versions exported before the `eval` set: each of these holds only the pairs its selection kept (sft: the
+# teacher was right; grpo: hard for the policy), so evaluation falls back to their union (a biased slice).
 EVAL_KINDS = ("sft", "grpo", "dpo", "steps")
+# Below these a macro-F1 (or CumPT's beta) moves by several points when a handful of rows change: say so.
+MIN_ROWS = 100
+MIN_PER_CLASS = 10
 
 @dataclass
 class EvalOptions:
@@ -49,17 +55,43 @@ class EvalResult:
     rows_per_s: float
     cumpt: dict[str, Any] | None = None
     predictions: list[Prediction] = field(default_factory=list)
+    rows_from: str = EVAL_SET
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Everything but the per-row predictions."""
         return {"model": self.model, "dataset": self.dataset, "split": self.split, "mode": self.mode,
-                "metrics": self.metrics.to_dict(), "cumpt": self.cumpt, "seconds": round(self.seconds, 2),
-                "rows_per_s": round(self.rows_per_s, 3)}
+                "rows_from": self.rows_from, "metrics": self.metrics.to_dict(), "cumpt": self.cumpt,
+                "warnings": self.warnings, "seconds": round(self.seconds, 2), "rows_per_s": round(self.rows_per_s, 3)}
+
+
+def eval_sets(version: ExportedVersion) -> list[str]:
+    """The `eval` set when the version has one, else the older union of the training sets."""
+    return [EVAL_SET] if EVAL_SET in version.kinds else [k for k in EVAL_KINDS if k in version.kinds]
+
+
+def rows_from(version: ExportedVersion) -> str:
+    """What the scored rows are, in words, for reports."""
+    if EVAL_SET in version.kinds:
+        return "every labelled pair of the split (eval set)"
+    return f"pairs some selection kept ({' + '.join(eval_sets(version))}); re-export for every labelled pair"
+
+
+def small_sample_warnings(golds: list[str], scheme: LabelScheme, what: str) -> list[str]:
+    """One line per reason the figure on these rows means little: too few rows, or too few of a grade."""
+    out = []
+    if len(golds) < MIN_ROWS:
+        out.append(f"{what}: n = {len(golds)} rows (< {MIN_ROWS}); a few rows more or less move the figure by points")
+    thin = [f"{g} {golds.count(g)}" for g in scheme.ids if golds.count(g) < MIN_PER_CLASS]
+    if thin:
+        out.append(f"{what}: fewer than {MIN_PER_CLASS} rows of {', '.join(thin)}; their F1 (and macro-F1) is noise")
+    return out
 
 
 def eval_rows(version: ExportedVersion, split: str, limit: int | None) -> list[dict[str, Any]]:
-    """prompt, label and pair_id of every pair in the split, over all sets that hold it, first set wins."""
-    kinds = [k for k in EVAL_KINDS if k in version.kinds]
+    """prompt, label and pair_id of every pair in the split: from the `eval` set, else over the training sets
+    that hold it (first set wins)."""
+    kinds = eval_sets(version)
     if not kinds:
         raise CotgenError(f"{version.path}: no set with prompts and labels to evaluate on (it has: {', '.join(version.kinds)})")
     rows: dict[str, dict[str, Any]] = {}
@@ -100,11 +132,12 @@ def _cumpt(lm: LoadedModel, version: ExportedVersion, test: list[Prediction], op
     val_rows = eval_rows(version, opts.calibration_split, opts.limit)
     val = label_prob_predictions(lm, val_rows, version.scheme, opts.batch_size, progress)
     cal = calibrate_beta([p.probs or {} for p in val], [p.gold for p in val], version.scheme, tiers)
+    warnings = small_sample_warnings([p.gold for p in val], version.scheme, f"CumPT beta ({opts.calibration_split})")
     at_beta = tier_metrics([p.probs or {} for p in test], [p.gold for p in test], version.scheme, tiers, cal.beta)
     return {"beta": cal.beta, "calibrated_on": opts.calibration_split, "validation_rows": len(val),
             "validation_macro_f1": cal.validation_macro_f1, "candidates": cal.candidates,
             "tiers": {t: [g for g in version.scheme.ids if tiers.tier(g) == t] for t in tiers.names},
-            "metrics": at_beta.to_dict()}
+            "metrics": at_beta.to_dict(), "warnings": warnings}
 
 
 def evaluate(model_ref: str, version: ExportedVersion, opts: EvalOptions,
@@ -119,9 +152,12 @@ def evaluate(model_ref: str, version: ExportedVersion, opts: EvalOptions,
     seconds = time.monotonic() - started
     metrics = scheme_metrics([p.gold for p in preds], [p.predicted for p in preds], version.scheme)
     cumpt = _cumpt(lm, version, preds, opts, progress) if opts.cumpt else None
+    warnings = small_sample_warnings([p.gold for p in preds], version.scheme, f"{opts.split} split")
+    if EVAL_SET not in version.kinds:
+        warnings.append(f"{version.name}@v{version.version} has no eval set: scored {rows_from(version)}")
     return EvalResult(model=model_ref, dataset={**version.lineage(), "split": opts.split}, split=opts.split,
                       mode=mode, metrics=metrics, seconds=seconds, rows_per_s=len(preds) / max(seconds, 1e-9),
-                      cumpt=cumpt, predictions=preds)
+                      cumpt=cumpt, predictions=preds, rows_from=rows_from(version), warnings=warnings)
 
 
 def plot_confusion(metrics: Metrics, title: str, path: Path) -> None:

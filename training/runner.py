@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Trainer
-from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer import SCHEDULER_NAME, TRAINER_STATE_NAME
 from transformers.trainer_callback import PrinterCallback, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -33,10 +34,13 @@ class RunResult:
     global_step: int
     resumed_from: str | None
     train_metrics: dict[str, float] = field(default_factory=dict)
+    disk_bytes: int = 0  # the run directory after the run: final model, checkpoints, manifest
+    checkpoints: str = "full"  # or "model-only" (save_only_model)
 
     def to_dict(self) -> dict[str, Any]:
         return {"output_dir": str(self.output_dir), "global_step": self.global_step,
-                "resumed_from": self.resumed_from, "train_metrics": self.train_metrics}
+                "resumed_from": self.resumed_from, "train_metrics": self.train_metrics, "disk_bytes": self.disk_bytes,
+                "checkpoints": self.checkpoints}
 
 
 def _version(package: str) -> str:
@@ -94,6 +98,19 @@ class StepProgress(TrainerCallback):
         self.on_step(state.global_step, state.max_steps)
 
 
+class ReplaySchedule(TrainerCallback):
+    """Resuming from a model-only checkpoint (no scheduler state): step the fresh LR scheduler to the resumed
+    global step, so the learning rate continues where it was instead of warming up again."""
+
+    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+        if lr_scheduler is None:
+            return
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore")
+            for _ in range(state.global_step):
+                lr_scheduler.step()
+
+
 class TimeBudget(TrainerCallback):
     """Ends training after the step that crosses the budget; the Trainer then saves as at any normal end."""
 
@@ -136,6 +153,11 @@ def _save_final(trainer: Trainer, tokenizer: PreTrainedTokenizerBase, output_dir
         tokenizer.save_pretrained(output_dir)
 
 
+def disk_use(path: Path) -> int:
+    """Bytes of every file under `path`."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def last_complete_checkpoint(output_dir: Path) -> str | None:
     """The newest checkpoint the Trainer finished writing (it writes the trainer state last); get_last_checkpoint
     would pick one killed mid-save, which cannot resume."""
@@ -152,6 +174,7 @@ def run_training(kind: str, version: ExportedVersion, model_ref: str, output_dir
                  build: BuildTrainer, extra: dict[str, Any] | None = None, on_step: OnStep | None = None) -> RunResult:
     """Build a trainer, resume from the last checkpoint in output_dir if any, train, save, write the manifest."""
     _check_same_data(output_dir, kind, version)
+    checkpoints = "model-only" if cfg.save_only_model else "full"
     model_path = resolve_model(model_ref)
     tokenizer = load_tokenizer(model_path)
     base_run = read_run_manifest(Path(model_path)) if Path(model_path).is_dir() else None
@@ -168,6 +191,8 @@ def run_training(kind: str, version: ExportedVersion, model_ref: str, output_dir
         "versions": {p: _version(p) for p in ("trl", "transformers", "torch", "peft", "datasets")},
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "precision": "bf16" if cfg.bf16 else "fp32",
+        # Model-only checkpoints (the CPU default) resume weights, step, data position and LR schedule, not AdamW.
+        "checkpoints": checkpoints,
         "python": platform.python_version(),
         "status": "running",
         "started_at": _now(),
@@ -180,9 +205,11 @@ def run_training(kind: str, version: ExportedVersion, model_ref: str, output_dir
     if cfg.time_budget_s:
         trainer.add_callback(TimeBudget(cfg.time_budget_s))
     resume = last_complete_checkpoint(output_dir)
+    if resume and not (Path(resume) / SCHEDULER_NAME).exists():
+        trainer.add_callback(ReplaySchedule())
     output = trainer.train(resume_from_checkpoint=resume)
     _save_final(trainer, tokenizer, output_dir, cfg.lora)
     metrics = {k: float(v) for k, v in output.metrics.items() if isinstance(v, int | float)}
-    result = RunResult(output_dir, trainer.state.global_step, resume, metrics)
+    result = RunResult(output_dir, trainer.state.global_step, resume, metrics, disk_use(output_dir), checkpoints)
     write_run_manifest(output_dir, {**manifest, "status": "finished", "finished_at": _now(), **result.to_dict()})
     return result

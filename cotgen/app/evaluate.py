@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cotgen.app.progress import ProgressEvent, Reporter, silent
+from cotgen.app.progress import Notice, ProgressEvent, Reporter, silent
 from cotgen.app.train import latest_export, model_ref, open_export, stage_run_dir
 from schemas.workspace import Workspace
 from training.data import ExportedVersion
@@ -49,6 +49,8 @@ def run_eval(ws: Workspace, model: str, version: ExportedVersion, opts: EvalOpti
 
     result = evaluate(model, version, opts, progress=advance)
     report(ProgressEvent("eval", done, done, "eval", finished=True))
+    for warning in [*result.warnings, *(result.cumpt or {}).get("warnings", [])]:
+        report(Notice(warning, "warning"))
     return EvalReport(result, write_report(result, out))
 
 

@@ -28,7 +28,8 @@ def render_train(result: TrainResult) -> None:
     v = result.version
     rows = [["dataset", f"{v.name}@v{v.version} ({v.content_hash[:12]})"], ["base model", result.model_ref],
             ["steps", result.run.global_step], ["resumed from", result.run.resumed_from or "-"],
-            *[[k, f"{x:.4g}"] for k, x in result.run.train_metrics.items()], ["output", str(result.output_dir)]]
+            *[[k, f"{x:.4g}"] for k, x in result.run.train_metrics.items()], ["output", str(result.output_dir)],
+            ["disk use", f"{result.run.disk_bytes / 1e6:,.0f} MB ({result.run.checkpoints} checkpoints)"]]
     console.print(table(f"{result.kind} run", ["", "value"], rows))
 
 
@@ -84,7 +85,7 @@ def render_eval(report: EvalReport) -> None:
         [[g, f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", s.support] for g, s in m.per_class.items()],
     ))
     console.print(table("summary", ["", "value"], [
-        ["rows", m.n], ["parsed", f"{m.parsed}/{m.n}"], ["accuracy", f"{m.accuracy:.3f}"],
+        ["rows", m.n], ["scored", result.rows_from], ["parsed", f"{m.parsed}/{m.n}"], ["accuracy", f"{m.accuracy:.3f}"],
         ["macro-F1", f"{m.macro_f1:.3f}"], ["quadratic weighted kappa", f"{m.qwk:.3f}"],
         ["binary F1 (relevant set)", f"{m.binary_f1:.3f}"], ["rows/s", f"{result.rows_per_s:.2f}"],
     ]))
@@ -96,7 +97,8 @@ def render_eval(report: EvalReport) -> None:
                             f"macro-F1 there {c['validation_macro_f1']:.3f})", ["tier", "grades", "F1", "support"],
                             [[t, "/".join(gs), f"{cm['per_class'][t]['f1']:.3f}", cm["per_class"][t]["support"]]
                              for t, gs in c["tiers"].items()]))
-        console.print(f"CumPT on {result.split}: macro-F1 {cm['macro_f1']:.3f}, accuracy {cm['accuracy']:.3f}")
+        console.print(f"CumPT on {result.split}: macro-F1 {cm['macro_f1']:.3f}, accuracy {cm['accuracy']:.3f} "
+                      f"(beta from {c['validation_rows']} {c['calibrated_on']} rows)")
     console.print(f"written: {paths['metrics']}, {paths['predictions']}, {paths['confusion']}")
 
 
