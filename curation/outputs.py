@@ -21,7 +21,11 @@ def prepare_output(path: Path) -> list[Path]:
         raise CotgenError(f"{path}: a directory; give a file path, e.g. {path / 'reviews.jsonl'}")
     if path.exists() and not path.is_file():
         raise CotgenError(f"{path}: not a regular file; give a file path")
-    missing = [p for p in [*reversed(path.parent.parents), path.parent] if not p.exists()]
+    chain = [*reversed(path.parent.parents), path.parent]
+    missing = [p for p in chain if not p.exists()]
+    blocker = next((p for p in chain if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise CotgenError(f"{blocker}: a file where a folder should be, for {path}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -607,6 +607,31 @@ def _c83(ctx: Ctx) -> Expect:
     return Expect(ingest(ctx, path), ["no space left", str(disk)])
 
 
+@case("review-gold-full-disk")
+def _c83b(ctx: Ctx) -> Expect:
+    path = ctx.write("gold.csv", f"pair_id,label\n{first_pair(ctx.ws)},L4\n")
+    disk = ctx.tmp / "disk"
+    ctx.cleanup.enter_context(full_disk(disk))
+    shutil.copytree(ctx.ws, disk / "ws")
+    ctx.ws = disk / "ws"
+    fill(disk)
+    return Expect(review(ctx, "gold", str(path)), ["store.duckdb", "No space left"])
+
+
+@case("ingest-rejects-folder-read-only")
+def _c83c(ctx: Ctx) -> Expect:
+    path = ctx.write("pairs.csv", GOOD_CSV + "sofa,Grey sofa,GREAT\n")
+    (ctx.ws / "rejects").mkdir()
+    ctx.cleanup.enter_context(read_only(ctx.ws / "rejects"))
+    return Expect(ingest(ctx, path, "--skip-bad"), [str(ctx.ws / "rejects")])
+
+
+@case("review-export-under-a-file")
+def _c83d(ctx: Ctx) -> Expect:
+    blocker = ctx.write("notes.txt", "a file, not a folder\n")
+    return Expect(review(ctx, "export", "-o", str(blocker / "reviews.jsonl")), ["notes.txt", "a file where a folder"])
+
+
 @case("status-truncated-store")
 def _c84(ctx: Ctx) -> Expect:
     store = ctx.ws / "store.duckdb"
