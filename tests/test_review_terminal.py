@@ -79,6 +79,21 @@ def test_the_real_command_at_80x24_keys_editor_quit_and_resume(review_ws: Path, 
     assert journal_ids == store_ids and max(store_ids.values()) == 1
 
 
+def test_ctrl_c_ends_the_sitting_like_any_command(review_ws: Path, tmp_path: Path) -> None:
+    set_review_config(review_ws, overlap=0.0, gold_fraction=0.0)
+    seed_samples(review_ws, per_pair=1)
+    t = Terminal(review_ws, "cleo", "--limit", "3", size=(80, 24))
+    _, _, first = t.card()
+    t.press("a")
+    t.card(other_than=first)
+    t.press("\x03")
+    out = t.finish()
+    assert "session ended (quit): 1 decisions" in out and "all decisions are in the store" in out
+    assert "interrupted" in out and t.child.exitstatus == 130
+    assert store_rows(review_ws, "SELECT sample_id, action FROM reviews WHERE annotator = 'cleo'") == [
+        (first, "accept")]
+
+
 def _hold_store_lock(ws: Path) -> subprocess.Popen:
     """Another process holding the store's write lock until its stdin closes."""
     code = ("import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('locked', flush=True); "

@@ -41,10 +41,13 @@ def review_main(ws: Workspace, annotator: str, queue: str, run: str | None, limi
     from cotgen.tui.review import ReviewApp  # Textual loads only for the card, not for every command
 
     desk = use.start_session(ws, annotator, spec, limit)
+    app = ReviewApp(desk)
     try:
-        ReviewApp(desk).run()
+        app.run()
     finally:
         render_summary(use.end_session(desk))
+    if app.return_code == 130:  # Ctrl-C on the card: after the summary, end as every command ends on Ctrl-C
+        raise KeyboardInterrupt
 
 
 @app.callback(invoke_without_command=True)

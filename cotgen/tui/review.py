@@ -239,6 +239,8 @@ class ReviewApp(App[None]):
     .dialog.guidelines { width: 100%; height: 1fr; max-height: 100%; }
     """
     ENABLE_COMMAND_PALETTE = False  # every key is a decision key; the palette's ctrl+p would only take footer room
+    # Ctrl-C ends the sitting the way it ends any cotgen command (the CLI turns return code 130 into an interrupt).
+    BINDINGS = [Binding("ctrl+c", "interrupt", show=False, priority=True)]
 
     def __init__(self, desk: ReviewDesk, editor: Editor = run_editor):
         super().__init__()
@@ -249,6 +251,9 @@ class ReviewApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(self.card_screen)
+
+    def action_interrupt(self) -> None:
+        self.exit(return_code=130)
 
     def say(self, message: str) -> None:
         self.status = message
