@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -605,6 +606,28 @@ def _c83(ctx: Ctx) -> Expect:
     path = ctx.write("big.csv", "query,title,label\n" + rows)
     fill(disk)
     return Expect(ingest(ctx, path), ["no space left", str(disk)])
+
+
+@case("review-import-read-only-workspace")
+def _c82b(ctx: Ctx) -> Expect:
+    line = json.dumps({"annotator": "zoe", "action": "accept", "pair_id": first_pair(ctx.ws)}) + "\n"
+    path = ctx.write("decisions.jsonl", line)
+    ctx.cleanup.enter_context(read_only(ctx.ws))
+    return Expect(review(ctx, "import", str(path)), [str(ctx.ws)])
+
+
+@case("init-onto-a-file")
+def _c82c(ctx: Ctx) -> Expect:
+    target = ctx.write("taken", "a file\n")
+    return Expect(["init", str(target)], ["taken"])
+
+
+@case("init-in-a-read-only-folder")
+def _c82d(ctx: Ctx) -> Expect:
+    parent = ctx.tmp / "locked"
+    parent.mkdir()
+    ctx.cleanup.enter_context(read_only(parent))
+    return Expect(["init", "--example", str(parent / "ws")], [str(parent)])
 
 
 @case("review-gold-full-disk")
