@@ -102,9 +102,9 @@ class NoteScreen(ModalScreen[str]):
         self.dismiss("")
 
 
-class MarkScreen(ModalScreen[None]):
+class MarkScreen(ModalScreen[str]):
     """The steps as a toggle list: y marks the highlighted step correct, n incorrect, space keeps it; any other
-    key stops. Each mark is journaled as it is made."""
+    key stops. Each mark is journaled as it is made; the screen returns what to tell the annotator."""
 
     def __init__(self, desk: ReviewDesk):
         super().__init__()
@@ -112,8 +112,7 @@ class MarkScreen(ModalScreen[None]):
         self.index = 0
 
     def compose(self) -> ComposeResult:
-        box = VerticalScroll(Static(id="steps-list"), classes="dialog")
-        yield box
+        yield VerticalScroll(Static(id="steps-list"), classes="dialog")
 
     def on_mount(self) -> None:
         self._draw()
@@ -136,13 +135,17 @@ class MarkScreen(ModalScreen[None]):
         event.prevent_default()
         key = event.character
         if key in ("y", "n"):
-            self.desk.mark(self.index, key == "y")
+            try:
+                self.desk.mark(self.index, key == "y")
+            except OSError as e:  # the journal could not be written: this mark did not count
+                self.dismiss(f"NOT saved: cannot write the review journal ({e})")
+                return
         elif key != " ":
-            self.dismiss(None)
+            self.dismiss("steps marked")
             return
         self.index += 1
         if self.index >= len(self.desk.current.steps):
-            self.dismiss(None)
+            self.dismiss("steps marked")
         else:
             self._draw()
 
@@ -355,7 +358,7 @@ class ReviewApp(App[None]):
         if not self.desk.current.steps:
             self.say("no parsed steps to mark")
             return
-        self.push_screen(MarkScreen(self.desk), lambda _: self._record(lambda: "steps marked"))
+        self.push_screen(MarkScreen(self.desk), lambda message: self._record(lambda: message))
 
     def show_guidelines(self) -> None:
         desk = self.desk
