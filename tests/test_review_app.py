@@ -4,6 +4,7 @@ store, undo, quit and resume, on a real store, journal and rule index."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import re
 from collections import Counter
@@ -15,6 +16,7 @@ from helpers_review import RULE_IDS, editor_command, on_card, screen_text, seed_
 
 from cotgen.app.review import end_session, queue_spec, start_session
 from cotgen.tui.review import MarkScreen, MenuScreen, NoteScreen, ReviewApp
+from curation.review import session as session_module
 from retrieval.documents import load_documents
 from retrieval.index import RuleIndex
 from schemas.answer import parse_answer
@@ -242,3 +244,33 @@ def test_rules_show_id_and_wrapped_title_and_g_shows_them_in_full(review_ws: Pat
         desk = _desk(review_ws, "erin", queue)
         _run(look(ReviewApp(desk), size))
         end_session(desk)
+
+
+def test_a_decision_the_journal_refuses_does_not_count(review_ws: Path, tmp_path: Path, monkeypatch) -> None:
+    set_review_config(review_ws, overlap=0.0, gold_fraction=0.0)
+    chosen = [s.sample_id for s in seed_samples(review_ws, per_pair=1) if s.parse_status == "ok"][:2]
+    desk = _desk(review_ws, "fay", f"ids:{_ids_file(tmp_path, chosen)}")
+    app = ReviewApp(desk)
+    real_append = session_module.append_journal
+
+    def disk_full(path: Path, reviews: list) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    async def sit() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            monkeypatch.setattr(session_module, "append_journal", disk_full)
+            for keys in (["a"], ["r", "1"], ["m", "y"]):
+                await pilot.press(*keys)
+                await pilot.pause()
+                assert on_card(app) == (1, 2, chosen[0])   # the card stays: nothing was decided
+                assert "NOT saved: cannot write the review journal" in _visible(screen_text(app))
+            monkeypatch.setattr(session_module, "append_journal", real_append)
+            await pilot.press("a")
+            assert on_card(app) == (2, 2, chosen[1])
+            await pilot.press("q")
+
+    _run(sit())
+    end_session(desk)
+    assert store_rows(review_ws, "SELECT sample_id, action FROM reviews WHERE annotator = 'fay'") == [
+        (chosen[0], "accept")]
