@@ -64,6 +64,13 @@ class IngestReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def column_map(self) -> ColumnMap:
+        """The mapping this ingest used (given and detected fields) as config, so a re-run reads the same."""
+        values: dict[str, object] = dict(self.columns)
+        if "attributes" in values:
+            values["attributes"] = str(values["attributes"]).split("|")
+        return ColumnMap.model_validate(values)
+
 
 def parse_column_map(spec: str | None, base: ColumnMap) -> ColumnMap:
     """`query=search_term,title=product_title,attributes=color|size` over a base mapping."""

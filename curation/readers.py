@@ -189,6 +189,12 @@ def _quoted_list(names: list[str]) -> str:
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
+def _missing(shown: str, names: list[str], present: list[str]) -> CotgenError:
+    """"missing columns 'title' and 'label' (the file has: ...)" with how to map them."""
+    return CotgenError(f"{shown}: missing {'column' if len(names) == 1 else 'columns'} {_quoted_list(names)} "
+                       f"(the file has: {_header_text(present)}); map columns with --map FIELD=COLUMN or [sources.columns]")
+
+
 def resolve_columns(shown: str, columns: ColumnMap, present: list[str], *,
                     detect_optional: bool) -> tuple[ColumnMap, dict[str, str]]:
     """The column mapping to use and the fields it detected (field -> header).
@@ -213,14 +219,10 @@ def resolve_columns(shown: str, columns: ColumnMap, present: list[str], *,
         elif fld in REQUIRED:
             missing_fields.append(fld)
     if missing_fields:
-        raise CotgenError(
-            f"{shown}: missing {'column' if len(missing_fields) == 1 else 'columns'} {_quoted_list(missing_fields)} "
-            f"(the file has: {_header_text(present)}); map columns with --map FIELD=COLUMN or [sources.columns]")
+        raise _missing(shown, missing_fields, present)
     resolved = ColumnMap.model_validate(values)
     wanted = [resolved.query, resolved.title, resolved.label, resolved.description, resolved.id, *resolved.attributes]
     absent = [c for c in wanted if c and c not in present]
     if absent:
-        raise CotgenError(
-            f"{shown}: missing {'column' if len(absent) == 1 else 'columns'} {_quoted_list(absent)} "
-            f"(the file has: {_header_text(present)}); map columns with --map FIELD=COLUMN or [sources.columns]")
+        raise _missing(shown, absent, present)
     return resolved, detected

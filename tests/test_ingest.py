@@ -227,16 +227,17 @@ def test_run_right_after_init_and_cli_ingest(ws, shared_data):
     """The documented start: `init`, `ingest PATH`, then `cotgen run`; the file is now a configured source."""
     before = (ws / "cotgen.toml").read_text(encoding="utf-8")
     path = shared_data / "esci_sample/query_esci_lookup.csv"
-    [first] = ingest_json(ws, str(path), "--scheme", "esci", "--map",
-                          "id=product_id,query=query,title=product_text,label=esci_label")
+    [first] = ingest_json(ws, str(path), "--scheme", "esci", "--map", "id=product_id,title=product_text")
     assert first["added"] == 99 and first["recorded_in"] == str(ws / "cotgen.toml")
+    assert first["detected"] == {"query": "query", "label": "esci_label"}
     after = (ws / "cotgen.toml").read_text(encoding="utf-8")
     assert after.startswith(before), "the user's file (comments included) is kept; the source is appended"
     from schemas.config import load_config
 
     [source] = load_config(ws / "cotgen.toml").sources
-    assert (source.name, source.path, source.scheme, source.columns.label) == (
-        "query_esci_lookup", str(path.resolve()), "esci", "esci_label")
+    assert (source.name, source.path, source.scheme) == ("query_esci_lookup", str(path.resolve()), "esci")
+    assert source.columns.model_dump(exclude_none=True) == {
+        "id": "product_id", "query": "query", "title": "product_text", "label": "esci_label", "attributes": []}
     stage = json.loads(run_cli("run", "-w", str(ws), "--stage", "ingest", "--json").stdout)
     assert stage["ingest"]["sources"] == 1 and stage["ingest"]["added"] == 0
     [again] = ingest_json(ws, str(path), "--scheme", "esci", "--map",
@@ -285,7 +286,8 @@ def test_kaggle_crowdflower_headers_need_no_map(ws, shared_data):
     assert set(report["detected"]) == {"query", "title", "description", "label", "id"}
     (recorded,) = store_rows(ws, "SELECT columns->>'label' FROM ingests")[0]
     assert recorded == "median_relevance"
-    shown = run_cli("ingest", "-w", str(ws), str(shared_data / "crowdflower/train_dev.csv"), "--scheme", "crowdflower")
+    shown = run_cli("ingest", "-w", str(ws), str(shared_data / "crowdflower/train_dev.csv"), "--scheme", "crowdflower",
+                    "--source", "again", "--as-new-source")
     assert "columns: query <- query, title <- product_title" in shown.stderr and "label <- median_relevance" in shown.stderr
 
 

@@ -73,7 +73,7 @@ def ingest_file(ws: Workspace, source: SourceConfig, skip_bad: bool = False, *, 
     [r] = ingest_sources(ws, [source], skip_bad, as_new_source=as_new_source, report=report)
     if r.same_file_as or any(s.name == source.name for s in ws.config.sources):
         return FileIngest(r)
-    return FileIngest(r, record_source(ws, source))
+    return FileIngest(r, record_source(ws, source.model_copy(update={"columns": r.column_map()})))
 
 
 def store_status(ws: Workspace) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from schemas.config import CONFIG_FILE, ColumnMap, SourceConfig, parse_config
+from schemas.config import CONFIG_FILE, SourceConfig, parse_config
 from schemas.errors import CotgenError
 from schemas.workspace import Workspace
 
@@ -89,8 +89,8 @@ def source_toml(source: SourceConfig, path: str) -> str:
     for key in ("format", "encoding", "strip_html"):
         if getattr(source, key) != getattr(defaults, key):
             lines.append(f"{key} = {_toml_value(getattr(source, key))}")
-    columns = source.columns.model_dump(exclude_none=True)
-    if columns != ColumnMap().model_dump(exclude_none=True):
+    columns = source.columns.model_dump(include=source.columns.model_fields_set, exclude_none=True)
+    if columns:  # only the fields mapped; the others are detected again from the headers
         lines.append("[sources.columns]")
         lines += [f"{k} = {_toml_value(v)}" for k, v in columns.items() if v != []]
     return "\n".join(lines) + "\n"
