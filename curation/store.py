@@ -73,12 +73,25 @@ class Store:
             self._check_intact()
             if not read_only:
                 self.migrate()
+            elif self._behind():
+                self._upgrade(lock_timeout_s)
         except duckdb.Error as e:
             self.con.close()
             raise self._open_error(e) from None
         except BaseException:
             self.con.close()
             raise
+
+    def _behind(self) -> bool:
+        """A cotgen store (it has migrations on record) that lacks some this cotgen ships."""
+        applied = self.applied_versions()
+        return bool(applied) and bool({v for v, _, _ in migrations()} - applied)
+
+    def _upgrade(self, lock_timeout_s: float) -> None:
+        """Apply the missing migrations in a short write, then reopen read-only: readers expect today's tables."""
+        self.con.close()
+        Store(self.path, lock_timeout_s=lock_timeout_s, memory_limit=self.config.get("memory_limit")).close()
+        self.con = self._connect(lock_timeout_s)
 
     def _open_error(self, err: Exception) -> CotgenError:
         if any(h in str(err) for h in _DAMAGE_HINTS):

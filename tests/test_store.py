@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from curation import store as store_module
@@ -50,3 +51,17 @@ def test_transaction_rolls_back_on_error(tmp_path: Path):
 def test_read_only_store_must_exist(tmp_path: Path):
     with pytest.raises(CotgenError, match="no store yet"):
         Store(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_read_only_open_of_an_older_store_applies_the_missing_migrations_first(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch):
+    """After an upgrade, a read-only command (status, export) must not meet a store without today's tables."""
+    path = tmp_path / "old.duckdb"
+    shipped = migrations()
+    monkeypatch.setattr(store_module, "migrations", lambda: shipped[:-1])
+    Store(path).close()
+    monkeypatch.undo()
+    with Store(path, read_only=True) as store:
+        assert store.schema_version() == shipped[-1][0]
+        with pytest.raises(duckdb.Error):  # and the connection it hands back is read-only again
+            store.con.execute("CREATE TABLE scratch (a INTEGER)")
