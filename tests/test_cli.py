@@ -126,3 +126,4 @@ def test_output_at_80_columns_keeps_paths_and_names_whole(cli, tmp_path: Path):
     assert "…" not in status and "teacher" in row.split("│")[2]
     tables = [line for line in status.splitlines() if line[:1] in "┏┃┡│└"]
     assert max(len(line) for line in tables) <= 80
+    assert "bundled:smollm2-135m-instruct" in cli("models", "list", env=env).stdout, "model refs are never folded"

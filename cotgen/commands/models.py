@@ -17,7 +17,7 @@ def list_models() -> None:
     """Bundled model references and where they resolve."""
     rows = [[BUNDLED_PREFIX + name, spec.package, "converted from GGUF on first use" if spec.gguf else "as shipped"]
             for name, spec in BUNDLED.items()]
-    console.print(table("bundled models", ["reference", "package", "form"], rows))
+    console.print(table("bundled models", ["reference", "package", "form"], rows, whole=("reference",)))
     console.print(f"cache: {cache_dir()}")
 
 
