@@ -150,12 +150,12 @@ class DifficultyBins(Section):
     """TaoSR1's difficulty from c, the clean right answers (parsed ok, label = gold) of a pair's n samples.
 
     unsolved: c = 0; easy: c >= easy * n; hard: 0 < c <= gamma * n; medium: the rest (checked in that order).
+    GRPO keeps 0 < c < gamma * n (TaoSR1's window: with n = 4 and gamma = 0.5, c = 1 only).
     """
 
     gamma: float = Field(default=0.5, gt=0.0, le=1.0)
     easy: float = Field(default=1.0, gt=0.0, le=1.0)
 
-    GRPO keeps 0 < c < gamma * n (TaoSR1's window: with n = 4 and gamma = 0.5, c = 1 only).
 
 class CurationConfig(Section):
     """Which samples become training rows (TaoSR1 / TaoSR-SHE selection knobs)."""
