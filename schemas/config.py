@@ -178,16 +178,18 @@ class CurationConfig(Section):
     grpo_balance: float | None = Field(default=1.0, ge=1.0, description="cap per label, x the rarest; unset: no cap")
     diversity_threshold: float | None = Field(default=None, gt=0.0, le=1.0, description="cosine; unset: off")
     diversity_scope: Literal["pair", "global"] = "pair"
+    drop_truncated: bool = Field(default=True, description=(
+        "never train on answers cut at max_tokens (finish_reason = length): no SFT row, no DPO chosen"))
+    repetition_ngram: int = Field(default=3, ge=1, description="word n-gram length the repetition gate counts")
+    max_ngram_repeats: int | None = Field(default=3, ge=1, description=(
+        "drop teacher answers (SFT rows, DPO teacher-chosen) repeating one word n-gram more than this many times; "
+        "unset: off"))
     curriculum: list[Literal["easy", "medium", "hard", "unsolved"]] = Field(
         default_factory=lambda: ["easy", "medium", "hard", "unsolved"])
 
     @field_validator("split")
     @classmethod
     def _split_sums_to_one(cls, v: dict[str, float]) -> dict[str, float]:
-    drop_truncated: bool = Field(default=True, description="never train on answers cut at max_tokens (finish_reason = length)")
-    repetition_ngram: int = Field(default=3, ge=1, description="word n-gram length the repetition gate counts")
-    max_ngram_repeats: int | None = Field(default=3, ge=1, description=(
-        "drop answers repeating one word n-gram more than this many times; unset: off"))
         if abs(sum(v.values()) - 1.0) > 1e-6:
             raise ValueError(f"split fractions must sum to 1, got {sum(v.values()):g}")
         return v
