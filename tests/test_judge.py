@@ -35,8 +35,10 @@ from cotgen.cli import app
 from cotgen.judge import load_judge_prompt, parse_verdicts, render_messages, verdict_schema
 from curation.export import export_dataset
 from curation.judge import JudgementRow, JudgeRun, VerdictRow, cohen_kappa, open_judge_run, save_judgements
+from curation.review.journal import utc_now
+from curation.review.queue import ClaimContext, claim, parse_queue
 from curation.store import open_store
-from schemas.config import JudgeConfig
+from schemas.config import JudgeConfig, ReviewConfig
 from schemas.pair import Pair
 from schemas.rule import Rule
 from schemas.sample import STEP_NAMES, Step
@@ -272,3 +274,22 @@ def test_sft_can_keep_out_right_answers_with_wrong_steps(ws: Workspace) -> None:
     assert {r["sample_id"] for r in pq.read_table(strict.path / "data" / "sft").to_pylist()} == {sb, sc}
     dropped = pq.read_table(strict.path / "dropped.parquet").to_pylist()
     assert [(r["sample_id"], r["reason"]) for r in dropped if r["kind"] == "sft"] == [(sa, "wrong_steps")]
+
+
+def test_review_queue_judge_disagreements(ws: Workspace) -> None:
+    with open_store(ws) as store:
+        pairs = pairs_of_queries(store, 3)[:5]
+        run = add_run(store, "teacher-1", "teacher")
+        right = [(p.pair_id, 0, answer_text(p, p.label, "cot_first")) for p in pairs[:3]]
+        wrong = [(p.pair_id, 0, answer_text(p, wrong_label(p.label, 1), "cot_first")) for p in pairs[3:]]
+        add_samples(store, run, right + wrong)
+        s = [sample_id(run, p.pair_id, 0) for p in pairs]
+        ok, bad = [True] * 5, [True, True, False, True, True]
+        # s0: the judge agrees with the label; s1: right label, a step judged wrong; s2: judged right but a
+        # reviewer marked that step wrong; s3: wrong label, every step judged right; s4: wrong label, judged wrong.
+        _judge(store, "j", 0, {s[0]: ok, s[1]: bad, s[2]: ok, s[3]: ok, s[4]: bad})
+        add_review(store, "step", pairs[2].pair_id, sample_id=s[2], step_index=1, step_correct=False)
+        ctx = ClaimContext(annotator="ann", spec=parse_queue("judge-disagreements"), seed=0, gamma=0.5,
+                           config=ReviewConfig(overlap=0.0, gold_fraction=0.0))
+        claimed = claim(store, ctx, 100, utc_now())
+    assert claimed == [s[2], s[1], s[3]]  # against a human first, then right label/wrong step, then the reverse

@@ -54,7 +54,7 @@ def review_main(ws: Workspace, annotator: str, queue: str, run: str | None, limi
 def review_command(
     ctx: typer.Context,
     annotator: Annotated[str | None, typer.Option("--annotator", "-a", help="Your name; decisions are attributed to it.")] = None,
-    queue: Annotated[str, typer.Option("--queue", "-q", help="disagreements | hard | parse-failures | contradictions | random | ids:FILE")] = "random",
+    queue: Annotated[str, typer.Option("--queue", "-q", help="disagreements | hard | parse-failures | contradictions | judge-disagreements | random | ids:FILE")] = "random",
     run: Annotated[str | None, typer.Option("--run", help="Only samples of this generation run.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-k", help="Review at most K items this session.")] = None,
     workspace: WorkspaceOpt = Path("."),

@@ -21,7 +21,7 @@ from schemas.config import ReviewConfig
 from schemas.errors import CotgenError, require_file
 from schemas.sample import Step
 
-QUEUE_KINDS = ("disagreements", "hard", "parse-failures", "contradictions", "random")
+QUEUE_KINDS = ("disagreements", "hard", "parse-failures", "contradictions", "judge-disagreements", "random")
 PAIR_PREFIX = "pair:"
 
 

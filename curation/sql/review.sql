@@ -76,6 +76,23 @@ FROM base WHERE parse_status <> 'ok'
 SELECT item_key, pair_id, sample_id, 0.0 AS k1, query_order AS k2, pair_id AS k3, sample_index AS k4
 FROM base WHERE NOT consistent
 
+-- name: candidates_judge_disagreements
+-- The step judge (its latest verdicts) against a reviewer's step marks first, then against the sample's
+-- own label: the right label with a step judged wrong, then a wrong label with every judged step right.
+WITH judged AS (
+    SELECT j.sample_id, bool_or(NOT j.correct) AS any_wrong,
+           bool_or(coalesce(m.step_correct <> j.correct, false)) AS vs_human
+    FROM judge_step_labels j
+    LEFT JOIN step_marks m ON m.sample_id = j.sample_id AND m.step_index = j.step_index
+    GROUP BY j.sample_id
+)
+SELECT b.item_key, b.pair_id, b.sample_id,
+       CASE WHEN j.vs_human THEN 0 WHEN b.predicted_label = b.gold THEN 1 ELSE 2 END::DOUBLE AS k1,
+       b.query_order AS k2, b.pair_id AS k3, b.sample_index AS k4
+FROM base b JOIN judged j USING (sample_id)
+WHERE j.vs_human OR (b.predicted_label = b.gold AND j.any_wrong)
+   OR (b.predicted_label IS DISTINCT FROM b.gold AND NOT j.any_wrong)
+
 -- name: candidates_random
 SELECT item_key, pair_id, sample_id, 0.0 AS k1, md5($seed || item_key) AS k2, pair_id AS k3, sample_index AS k4
 FROM base
