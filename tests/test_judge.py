@@ -26,6 +26,7 @@ from helpers_curation import (
     with_curation,
     wrong_label,
 )
+from helpers_generation import configure
 from helpers_judge import JudgeRules, judge_server
 from sklearn.metrics import cohen_kappa_score
 from typer.testing import CliRunner
@@ -293,3 +294,13 @@ def test_review_queue_judge_disagreements(ws: Workspace) -> None:
                            config=ReviewConfig(overlap=0.0, gold_fraction=0.0))
         claimed = claim(store, ctx, 100, utc_now())
     assert claimed == [s[2], s[1], s[3]]  # against a human first, then right label/wrong step, then the reverse
+
+
+def test_pipeline_stage_judge(ws: Workspace) -> None:
+    samples = teacher_store(ws, 3)
+    with judge_server() as (url, _):
+        configure(ws.root, "judge", backend="openai", model="fixed-judge", base_urls=[url])
+        out = CliRunner().invoke(app, ["run", "-w", str(ws.root), "--stage", "judge", "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)["judge"]
+    assert result["judged"] == len(samples) and result["steps_judged"] == 5 * len(samples)

@@ -277,6 +277,29 @@ def _summary(run: JudgeRun, plan: Plan, invocation: Invocation, writer: JudgeWri
     )
 
 
+@dataclass
+class JudgeStageResult:
+    """The stage's judge run summary; its JSON form is the short one `cotgen run --json` shows."""
+
+    summary: JudgeSummary
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.summary.to_dict()
+        return {k: s[k] for k in ("run", "judged", "already_done", "failed", "steps_judged", "wall_s")}
+
+
+class JudgeStage:
+    """The [judge] settings over the CoTs of its runs; re-running continues the same judge run."""
+
+    name = "judge"
+
+    def run(self, ws: Workspace, report: Reporter) -> JudgeStageResult:
+        return JudgeStageResult(run_judge(ws, JudgeOptions(), report))
+
+
+STAGES = [JudgeStage()]
+
+
 # ---------------------------------------------------------------------------- judge vs humans
 @dataclass
 class JudgeStats:

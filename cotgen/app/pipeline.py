@@ -25,7 +25,7 @@ class Stage(Protocol):
 def stages() -> dict[str, Stage]:
     """Every stage `cotgen run` knows, by name ([pipeline].stages orders them). Review has none: it is a person's work."""
     # Imported here so that `cotgen --help` and commands without stages do not load every use case.
-    from cotgen.app import curate, evaluate, export, generate, index, ingest, train
+    from cotgen.app import curate, evaluate, export, generate, index, ingest, judge, train
 
-    modules = (ingest, index, generate, curate, export, train, evaluate)
+    modules = (ingest, index, generate, judge, curate, export, train, evaluate)
     return {stage.name: stage for module in modules for stage in module.STAGES}

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from cotgen.app.judge import JudgeOptions, JudgeStats, JudgeSummary, judge_agreement, run_judge
+from cotgen.app.judge import JudgeOptions, JudgeStageResult, JudgeStats, JudgeSummary, judge_agreement, run_judge
 from cotgen.commands.common import (
     JsonOpt,
     WorkspaceOpt,
@@ -20,6 +20,7 @@ from cotgen.commands.common import (
 )
 from cotgen.commands.progress import ProgressDisplay
 from cotgen.generation import Budget
+from schemas.errors import CotgenError
 
 app = typer.Typer(help="Grade each step of stored CoTs with a judge model (TaoSR-SHE's generative step judge).",
                   no_args_is_help=False)
@@ -68,6 +69,13 @@ def print_stats(stats: JudgeStats) -> None:
         ["right label, a step judged wrong", lab["right_label_wrong_steps"] or 0],
         ["wrong label, every step judged right", lab["wrong_label_right_steps"] or 0],
     ]))
+
+
+def render_stage(result: JudgeStageResult) -> None:
+    """`cotgen run`'s judge table; a stage with failed requests ends the pipeline once its table is shown."""
+    print_summary(result.summary)
+    if result.summary.failed:
+        raise CotgenError(f"judge: {result.summary.failed} judge requests failed after retries; run again to retry them")
 
 
 @app.callback(invoke_without_command=True)

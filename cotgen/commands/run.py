@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from cotgen.app.pipeline import stages
-from cotgen.commands import curate, generate, index, ingest, train
+from cotgen.commands import curate, generate, index, ingest, judge, train
 from cotgen.commands.common import JsonOpt, WorkspaceOpt, console, emit_json, open_workspace
 from cotgen.commands.progress import ProgressDisplay
 from schemas.errors import CotgenError
@@ -21,6 +21,7 @@ RENDERERS: dict[str, Callable[[Any], None]] = {
     "ingest": ingest.render_ingest,
     "index": index.render_index,
     "generate": generate.render_stage,
+    "judge": judge.render_stage,
     "curate": curate.render_curate,
     "export": curate.render_export,
     "train": train.render_train_stage,
