@@ -16,9 +16,9 @@ import pyarrow as pa
 
 from curation.difficulty import load_current_counts
 from curation.queries import sql
-from curation.stats import NO_LIMIT, RunInfo, compute_pair_counts, install_macros, latest_run, resolve_runs
+from curation.stats import RunInfo, compute_pair_counts, install_macros, latest_run, resolve_runs
 from curation.store import Store
-from schemas.answer import AnswerOrder, parse_answer, render_answer, render_cot
+from schemas.answer import AnswerOrder, max_ngram_repeats, parse_answer, render_answer, render_cot
 from schemas.config import CotgenConfig
 from schemas.sample import Step
 
@@ -76,9 +76,7 @@ def open_selection(store: Store, config: CotgenConfig, order: AnswerOrder, sourc
     _create_views(store, [r.run_id for r in teachers], policy.run_id if policy else None)
     if policy is None or not load_current_counts(store, policy.run_id, cur.difficulty):
         compute_pair_counts(store, [policy.run_id] if policy else [])
-    store.con.execute(sql("selection.gates"), {
-        "drop_truncated": cur.drop_truncated, "ngram": cur.repetition_ngram,
-        "max_repeats": cur.max_ngram_repeats if cur.max_ngram_repeats is not None else NO_LIMIT})
+    store.con.execute(sql("selection.gates"), {"drop_truncated": cur.drop_truncated})
     store.con.execute(sql("selection.pair_stage"), {"gamma": cur.difficulty.gamma, "easy": cur.difficulty.easy})
     store.con.execute(sql("selection.create_teacher_answers"))
     return ctx
@@ -145,15 +143,22 @@ RENDERED_SCHEMA = pa.schema([
 
 
 def render_teacher_answers(ctx: SelectionContext, all_pairs: bool) -> int:
-    """Render eligible teacher answers (all pairs, or those in wanted_pairs) as training targets.
+    """Render eligible teacher answers (all pairs, or those in wanted_pairs) as training targets; an answer that
+    repeats a phrase too often (curation.max_ngram_repeats) is put in sample_gates instead.
 
     The target is the gold label in the export's answer order with the teacher's steps: the same text
     whichever order the teacher wrote in. Returns how many answers were rendered.
     """
     rows = ctx.store.rows(sql("selection.teacher_candidates"), {"all_pairs": all_pairs})
+    cur = ctx.curation
+    repetitive: list[str] = []
     for start in range(0, len(rows), RENDER_BATCH):
         cols: dict[str, list] = {name: [] for name in RENDERED_SCHEMA.names}
-        for sample_id, pair_id, gold, decision, edited, draw, steps_json in rows[start:start + RENDER_BATCH]:
+        for sample_id, pair_id, gold, decision, edited, draw, steps_json, text in rows[start:start + RENDER_BATCH]:
+            if (text is not None and cur.max_ngram_repeats is not None
+                    and max_ngram_repeats(text, cur.repetition_ngram) > cur.max_ngram_repeats):
+                repetitive.append(sample_id)
+                continue
             steps = steps_from_json(steps_json)
             completion = render_answer(steps, gold, ctx.order)
             for name, value in (("sample_id", sample_id), ("pair_id", pair_id), ("gold", gold),
@@ -163,7 +168,9 @@ def render_teacher_answers(ctx: SelectionContext, all_pairs: bool) -> int:
                 cols[name].append(value)
         with registered(ctx.store, "rendered_arrow", pa.table(cols, schema=RENDERED_SCHEMA)):
             ctx.store.con.execute(sql("selection.insert_teacher_answers"))
-    return len(rows)
+    with registered(ctx.store, "repetitive_arrow", pa.table({"sample_id": pa.array(repetitive, pa.string())})):
+        ctx.store.con.execute(sql("selection.insert_repetitive"))
+    return len(rows) - len(repetitive)
 
 
 DROPPED_SCHEMA = pa.schema([("kind", pa.string()), ("sample_id", pa.string()), ("pair_id", pa.string()),

@@ -16,6 +16,7 @@ from schemas.config import CurationConfig
 from schemas.errors import CotgenError
 
 NO_LIMIT = 2**31 - 1  # a repetition gate that is off: no answer repeats a phrase this often
+QUALITY_SAMPLE = 20_000  # answers per teacher run its intrinsic quality is measured on (seeded)
 
 
 def install_macros(store: Store) -> None:
@@ -86,7 +87,8 @@ class LabelStats:
 class TeacherQuality:
     """What a teacher run's texts look like, gold aside (rates over its samples)."""
 
-    samples: int
+    samples: int  # measured: a seeded sample of at most QUALITY_SAMPLE per run
+    of: int  # the run's samples
     truncation_rate: float
     repetition_rate: float | None  # None while the repetition gate is off
     steps_present_rate: float
@@ -132,7 +134,7 @@ def teacher_quality(store: Store, runs: list[RunInfo], ngram: int, max_repeats: 
     """Intrinsic quality of the teacher runs among `runs`, by run id."""
     install_macros(store)
     params = {"runs": [r.run_id for r in runs if r.role == "teacher"], "ngram": ngram,
-              "max_repeats": max_repeats if max_repeats is not None else NO_LIMIT}
+              "max_repeats": max_repeats if max_repeats is not None else NO_LIMIT, "max_samples": QUALITY_SAMPLE}
     out = {}
     for row in store.query(sql("stats.teacher_quality"), params):
         run_id = row.pop("run_id")

@@ -349,6 +349,9 @@ def test_quality_gates_drop_with_their_reason_and_junk_never_trains(ws: Workspac
         add_samples(store, policy, [(junk_pair.pair_id, 0, JUNK), *(
             (junk_pair.pair_id, i, answer_text(junk_pair, wrong_label(junk_pair.label, i), "label_first", i))
             for i in (1, 2, 3))])
+        add_samples(store, policy, [(good.pair_id, 1, answer_text(good, wrong_label(good.label, 1), "label_first"))])
+        add_samples(store, policy, [(good.pair_id, 0, answer_text(good, good.label, "label_first"))],
+                    finish_reason="length")  # right, but cut off: never a chosen answer
         junk_sample = sample_id(policy, junk_pair.pair_id, 0)
         assert store.scalar("SELECT parse_status FROM samples WHERE sample_id = ?", [junk_sample]) == "partial"
     result = export_dataset(ws, "gates", ["sft", "dpo", "grpo"], "label_first", plain_prompt)
@@ -361,6 +364,8 @@ def test_quality_gates_drop_with_their_reason_and_junk_never_trains(ws: Workspac
     assert [r["pair_id"] for r in sft] == [good.pair_id]
     dpo = pq.read_table(result.path / "data" / "dpo").to_pylist() if (result.path / "data" / "dpo").exists() else []
     assert all(r["chosen_sample_id"] != junk_sample for r in dpo)
+    (rescued,) = [r for r in dpo if r["pair_id"] == good.pair_id]
+    assert rescued["chosen_from"] == "teacher" and rescued["chosen_sample_id"] == sample_id(teacher, good.pair_id, 0)
     assert {(r["kind"], r["reason"]) for r in dropped if r["pair_id"] == junk_pair.pair_id} >= {
         ("grpo", "all_wrong"), ("dpo", "no_chosen")}  # the junk is no right rollout and no chosen answer
 

@@ -51,7 +51,7 @@ def print_quality(stats: list[RunStats]) -> None:
     """Intrinsic quality of teacher runs: what the texts look like, whatever the labels say."""
     if not stats:
         return
-    rows = [[_run_name(s), q.samples, pct(q.truncation_rate), pct(q.repetition_rate), pct(q.steps_present_rate),
+    rows = [[_run_name(s), q.samples if q.samples == q.of else f"{q.samples:,} of {q.of:,}", pct(q.truncation_rate), pct(q.repetition_rate), pct(q.steps_present_rate),
              pct(q.contradiction_rate), "-" if q.mean_step_chars is None else f"{q.mean_step_chars:.0f}",
              pct(q.clean_rate)] for s in stats if (q := s.quality)]
     console.print(table("teacher quality over samples, gold not used (cut off at max_tokens, repeats a phrase, all five "

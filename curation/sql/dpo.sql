@@ -8,7 +8,7 @@ WITH pol AS (
     SELECT pair_id, sample_id, draw, good,
            hash(CASE WHEN predicted IS NULL THEN sample_id ELSE predicted || steps END) AS answer
     FROM (SELECT e.*, coalesce(e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent
-                               AND NOT (q.truncated OR q.repetitive), false) AS good
+                               AND NOT coalesce(q.truncated OR q.repetitive, false), false) AS good
           FROM eff_policy e LEFT JOIN sample_gates q ON q.sample_id = e.sample_id WHERE e.parse_status <> 'empty')
     WHERE good OR predicted IS DISTINCT FROM gold
 ), top AS (
@@ -27,12 +27,12 @@ CREATE OR REPLACE TEMP TABLE dpo_sides AS
 WITH pol AS (
     SELECT e.pair_id, e.sample_id, e.draw,
            coalesce(e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent
-                    AND NOT (q.truncated OR q.repetitive), false) AS good
+                    AND NOT coalesce(q.truncated OR q.repetitive, false), false) AS good
     FROM eff_policy e
     LEFT JOIN sample_gates q ON q.sample_id = e.sample_id
     WHERE e.parse_status <> 'empty'
       AND (coalesce(e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent
-                    AND NOT (q.truncated OR q.repetitive), false)
+                    AND NOT coalesce(q.truncated OR q.repetitive, false), false)
            OR e.predicted IS DISTINCT FROM e.gold)
 ), top AS (
     SELECT pair_id, arg_min(sample_id, draw) FILTER (WHERE good) AS good_id,

@@ -45,19 +45,19 @@ WHERE {runs}
   AND d.action IS DISTINCT FROM 'reject';
 
 -- name: gates
--- The quality gates, per sample a selection may train on (every teacher answer, the policy's clean right
--- ones): cut at max_tokens, and one word n-gram repeated more than $max_repeats times. The gates judge
--- model output: an annotator's edit passes. The repetition check is Python (max_ngram_repeats), so it
--- runs on these rows only.
+-- The quality gates per sample: cut at max_tokens (teacher and policy answers; a cheap column scan) here,
+-- and one word n-gram repeated more than curation.max_ngram_repeats times, which costs a pass over the
+-- text and is checked in Python on the teacher answers a selection is about to use (insert_repetitive).
+-- The gates judge model output: an annotator's edit passes.
 CREATE OR REPLACE TEMP TABLE sample_gates AS
-SELECT e.sample_id,
-       $drop_truncated AND NOT e.edited AND coalesce(c.finish_reason = 'length', false) AS truncated,
-       NOT e.edited AND coalesce(max_ngram_repeats(c.text, $ngram) > $max_repeats, false) AS repetitive
-FROM eff e
-CROSS JOIN selection_params p
-JOIN completions c ON c.request_key = e.sample_id
-WHERE list_contains(p.teacher_runs, e.run_id)
-   OR (e.run_id = p.policy_run AND e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent);
+SELECT c.request_key AS sample_id, true AS truncated, false AS repetitive
+FROM completions c CROSS JOIN selection_params p
+WHERE $drop_truncated AND c.finish_reason = 'length'
+  AND (list_contains(p.teacher_runs, c.run_id) OR c.run_id = p.policy_run)
+  AND c.request_key NOT IN (SELECT sample_id FROM edits);
+
+-- name: insert_repetitive
+INSERT INTO sample_gates SELECT sample_id, false, true FROM repetitive_arrow;
 
 -- name: pair_stage
 -- Difficulty and curriculum stage (1-based position in the curriculum) per pair, from the policy run.
@@ -78,9 +78,11 @@ CREATE OR REPLACE TEMP TABLE wanted_pairs (pair_id VARCHAR);
 -- Teacher answers fit to train on: parsed cleanly, agreeing with the gold label after reviews, internally
 -- consistent, through the quality gates. All pairs, or only those in wanted_pairs; answers already
 -- rendered are skipped.
-SELECT e.sample_id, e.pair_id, e.gold, e.decision, e.edited, e.draw, e.steps
+SELECT e.sample_id, e.pair_id, e.gold, e.decision, e.edited, e.draw, e.steps,
+       CASE WHEN e.edited THEN NULL ELSE c.text END AS text
 FROM eff_teacher e
 LEFT JOIN sample_gates q ON q.sample_id = e.sample_id
+LEFT JOIN completions c ON c.request_key = e.sample_id
 WHERE e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent
   AND NOT coalesce(q.truncated OR q.repetitive, false)
   AND ($all_pairs OR e.pair_id IN (SELECT pair_id FROM wanted_pairs))

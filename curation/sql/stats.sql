@@ -112,15 +112,20 @@ SELECT count(*) FROM pair_counts WHERE run_id = $run;
 -- name: teacher_quality
 -- Intrinsic quality of teacher runs (no gold needed): cut at max_tokens, one word n-gram repeated more
 -- than $max_repeats times, all five steps present and non-empty, judgement contradicting the label, mean
--- step length, and clean parses (ok: Label: line in place, five titled steps).
-WITH s AS (
-    SELECT s.run_id, s.parse_status, s.consistent, s.predicted_label, c.finish_reason, c.text,
+-- step length, and clean parses (ok: Label: line in place, five titled steps). Measured on a seeded
+-- sample of at most $max_samples answers per run (the repetition check reads every text), `of` of them.
+WITH picked AS (
+    SELECT s.*, count(*) OVER (PARTITION BY s.run_id) AS total
+    FROM samples s JOIN runs r USING (run_id)
+    WHERE r.role = 'teacher' AND list_contains($runs::VARCHAR[], s.run_id)
+    QUALIFY row_number() OVER (PARTITION BY s.run_id ORDER BY hash(s.sample_id), s.sample_id) <= $max_samples
+), s AS (
+    SELECT s.run_id, s.total, s.parse_status, s.consistent, s.predicted_label, c.finish_reason, c.text,
            list_filter(from_json(CAST(s.steps AS VARCHAR), '[{"name": "VARCHAR", "text": "VARCHAR"}]'),
                        lambda x: trim(coalesce(x.text, '')) <> '') AS steps
-    FROM samples s JOIN runs r USING (run_id) LEFT JOIN completions c ON c.request_key = s.sample_id
-    WHERE r.role = 'teacher' AND list_contains($runs::VARCHAR[], s.run_id)
+    FROM picked s LEFT JOIN completions c ON c.request_key = s.sample_id
 )
-SELECT run_id, count(*) AS samples,
+SELECT run_id, count(*) AS samples, any_value(total) AS of,
        avg(coalesce(finish_reason = 'length', false)::INTEGER) AS truncation_rate,
        avg(coalesce(max_ngram_repeats(text, $ngram) > $max_repeats, false)::INTEGER) AS repetition_rate,
        avg((len(list_distinct(list_transform(steps, lambda x: x.name))) >= 5)::INTEGER) AS steps_present_rate,
