@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rich.console import Group, RenderableType
 from rich.padding import Padding
+from rich.table import Table
 from rich.text import Text
 
 from curation.review.queue import ReviewItem
@@ -128,16 +128,16 @@ def steps(item: ReviewItem, view: ItemView) -> Text:
     return Text("\n").join(step_line(item, view, i) for i in range(len(item.steps)))
 
 
-def rules(found: list[RuleText]) -> RenderableType:
+def rules(found: list[RuleText]) -> Text | Table:
     """Retrieved rules: the id, then its title indented below it (wrapped, never cut)."""
     if not found:
         return Text("no retrieved rules recorded for this sample", style="dim")
-    parts: list[RenderableType] = []
+    grid = Table.grid()
     for r in found:
-        parts.append(Text(r.id, style="bold cyan"))
+        grid.add_row(Text(r.id, style="bold cyan"))
         title = Text(r.title) if r.title else Text("(text not available: build the index)", style="dim")
-        parts.append(Padding(title, (0, 0, 0, 2)))
-    return Group(*parts)
+        grid.add_row(Padding(title, (0, 0, 0, 2)))
+    return grid
 
 
 def decision(view: ItemView) -> Text:
