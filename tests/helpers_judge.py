@@ -3,7 +3,7 @@
 The verdicts follow one rule, so a test can predict them from the store: when the judged CoT concluded a
 grade other than the correct grade the prompt shows, its `category_matching` and `relevance_judgement` steps
 are incorrect and the rest correct; a CoT that concluded the correct grade has every step correct. Steps
-named in `always_wrong` are incorrect whatever the CoT concluded. It answers the JSON schema it is asked
+named in `always_wrong` are incorrect whatever the CoT concluded; `latency_s` delays every answer. It answers the JSON schema it is asked
 for (the flat verdict object) or, without one, free-text lines `3. incorrect: reason`.
 """
 
@@ -13,6 +13,7 @@ import contextlib
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +29,7 @@ class JudgeRules:
     """What the fixed judge says; `requests` counts the chat requests it answered."""
 
     always_wrong: tuple[str, ...] = ()
+    latency_s: float = 0.0
     requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -73,6 +75,7 @@ def _handler(rules: JudgeRules) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            time.sleep(rules.latency_s)
             with rules.lock:
                 rules.requests += 1
             n = int(request.get("n") or 1)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -33,17 +36,20 @@ from typer.testing import CliRunner
 
 from cotgen.app.judge import JudgeOptions, judge_agreement, run_judge
 from cotgen.cli import app
+from cotgen.generation import Budget
 from cotgen.judge import load_judge_prompt, parse_verdicts, render_messages, verdict_schema
 from curation.export import export_dataset
 from curation.judge import JudgementRow, JudgeRun, VerdictRow, cohen_kappa, open_judge_run, save_judgements
 from curation.review.journal import utc_now
 from curation.review.queue import ClaimContext, claim, parse_queue
-from curation.store import open_store
+from curation.store import StoreBusy, open_store
 from schemas.config import JudgeConfig, ReviewConfig
 from schemas.pair import Pair
 from schemas.rule import Rule
 from schemas.sample import STEP_NAMES, Step
 from schemas.workspace import Workspace
+
+from conftest import COTGEN, run_cli
 
 T0 = datetime(2025, 1, 1, 12, 0, 0)
 
@@ -304,3 +310,37 @@ def test_pipeline_stage_judge(ws: Workspace) -> None:
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)["judge"]
     assert result["judged"] == len(samples) and result["steps_judged"] == 5 * len(samples)
+
+
+def test_budget_and_sigterm_stop_a_run_that_the_same_command_continues(ws: Workspace) -> None:
+    samples = teacher_store(ws, 6)
+    assert len(samples) >= 8  # room to stop in the middle: answers come one at a time, half a second each
+    with judge_server() as (url, rules):
+        capped = run_judge(ws, JudgeOptions(config=loopback(ws, url, concurrency=1), budget=Budget(max_requests=2)))
+        assert (capped.judged, capped.status) == (2, "stopped") and "request budget" in capped.stop_reason
+        configure(ws.root, "judge", backend="openai", model="fixed-judge", base_urls=[url], concurrency=1)
+        rules.latency_s = 0.5
+        proc = subprocess.Popen([*COTGEN, "judge", "-w", str(ws.root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 120
+        while judged_count(ws) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "run the same command again" in err
+        with open_store(ws, read_only=True) as store:
+            assert store.scalar("SELECT status FROM judge_runs WHERE name = ?", [capped.run]) == "stopped"
+        kept = judged_count(ws)
+        rules.latency_s = 0.0
+        summary = json.loads(run_cli("judge", "-w", str(ws.root), "--json").stdout)
+    assert summary["already_done"] == kept and summary["judged"] == len(samples) - kept
+    assert summary["status"] == "done" and summary["store"]["judgements"] == len(samples)
+
+
+def judged_count(ws: Workspace) -> int:
+    try:
+        with open_store(ws, read_only=True) as store:
+            return store.scalar("SELECT count(*) FROM judgements")
+    except StoreBusy:
+        return -1

@@ -316,5 +316,5 @@ class JudgeStats:
 
 def judge_agreement(ws: Workspace) -> JudgeStats:
     """`cotgen judge stats`, from the latest verdict of each judged step."""
-    with open_store(ws) as store:  # not read-only: a store from before the judge gets its tables first
+    with open_store(ws, read_only=True) as store:
         return JudgeStats(**judge_stats(store))
