@@ -136,7 +136,7 @@ def test_judge_run_is_keyed_resumable_and_summarised(ws: Workspace) -> None:
         assert (full.judged, full.already_done, full.planned) == (len(samples) - 5, 5, len(samples))
         again = run_judge(ws, JudgeOptions(config=loopback(ws, url)))
         assert (again.judged, again.already_done, rules.requests) == (0, len(samples), len(samples))
-    assert first.run == full.run == again.run and again.store["judgements"] == len(samples)
+    assert first.run == full.run == again.run and again.store["judgements"] == len(samples) and again.gold_shown
     assert again.store["parse_rate"] == 1.0 and again.store["status"] == {"ok": len(samples)}
     share = {r["step_name"]: r["wrong_share"] for r in again.store["steps"]}
     expected = len(wrong) / len(samples)

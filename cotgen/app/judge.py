@@ -73,6 +73,7 @@ class JudgeSummary:
     model: str
     prompt: str
     prompt_hash: str
+    gold_shown: bool
     planned: int
     already_done: int
     judged: int
@@ -268,7 +269,7 @@ def _summary(run: JudgeRun, plan: Plan, invocation: Invocation, writer: JudgeWri
     return JudgeSummary(
         run=run.name, judge_run_id=run.judge_run_id, samples_role=run.samples_role, backend=run.backend,
         model=run.model, prompt=run.prompt_name, prompt_hash=run.prompt_hash,
-        planned=plan.total, already_done=plan.done, judged=invocation.completed, failed=invocation.failed,
+        gold_shown=bool(run.params["identity"]["show_gold"]), planned=plan.total, already_done=plan.done, judged=invocation.completed, failed=invocation.failed,
         missing=max(0, plan.total - plan.done - invocation.completed), stop_reason=budget.exhausted,
         requests=backend.stats.requests if backend else 0, retries=dict(backend.stats.retries) if backend else {},
         failures=invocation.failures, steps_judged=writer.steps,

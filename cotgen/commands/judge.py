@@ -32,6 +32,7 @@ def print_summary(summary: JudgeSummary) -> None:
     st = s["store"]
     rows = [
         ["status", s["status"]], ["prompt", f"{s['prompt']} ({s['prompt_hash'][:12]})"],
+        ["gold label shown to the judge", "yes" if s["gold_shown"] else "no"],
         ["CoTs judged in run", st["judgements"]],
         ["parse rate (some verdict found)", pct(st["parse_rate"])],
         ["parse status", ", ".join(f"{k} {v:,}" for k, v in st["status"].items()) or "-"],
