@@ -34,12 +34,20 @@ from helpers_judge import JudgeRules, judge_server
 from sklearn.metrics import cohen_kappa_score
 from typer.testing import CliRunner
 
-from cotgen.app.judge import JudgeOptions, judge_agreement, run_judge
+from cotgen.app.judge import JudgeOptions, judge_agreement, plan_judgements, run_judge
 from cotgen.cli import app
 from cotgen.generation import Budget
 from cotgen.judge import load_judge_prompt, parse_verdicts, render_messages, verdict_schema
 from curation.export import export_dataset
-from curation.judge import JudgementRow, JudgeRun, VerdictRow, cohen_kappa, open_judge_run, save_judgements
+from curation.judge import (
+    JudgementRow,
+    JudgeRun,
+    VerdictRow,
+    cohen_kappa,
+    judge_candidates,
+    open_judge_run,
+    save_judgements,
+)
 from curation.review.journal import utc_now
 from curation.review.queue import ClaimContext, claim, parse_queue
 from curation.store import StoreBusy, open_store
@@ -344,3 +352,22 @@ def judged_count(ws: Workspace) -> int:
             return store.scalar("SELECT count(*) FROM judgements")
     except StoreBusy:
         return -1
+
+
+def test_policy_cots_are_judged_with_the_rules_a_teacher_prompt_got(ws: Workspace) -> None:
+    with open_store(ws) as store:
+        a, b = pairs_of_queries(store, 2)[:2]
+        teacher = add_run(store, "teacher-1", "teacher")
+        policy = add_run(store, "policy-1", "policy", started=5)
+        add_samples(store, teacher, [(a.pair_id, 0, answer_text(a, a.label, "cot_first"))])
+        add_samples(store, policy, [(p.pair_id, i, answer_text(p, p.label, "label_first", i)) for p in (a, b) for i in (0, 1)])
+        store.con.execute("UPDATE samples SET rule_ids = ['color-mismatch'] WHERE run_id = ?", [teacher])
+        candidates = judge_candidates(store, "policy", [])
+    assert {c.sample_id for c in candidates} == {sample_id(policy, p.pair_id, i) for p in (a, b) for i in (0, 1)}
+    assert {c.pair.pair_id: c.rule_ids for c in candidates} == {a.pair_id: ["color-mismatch"], b.pair_id: []}
+    rule = Rule(id="color-mismatch", title="Colour", text="A stated colour that differs lowers the grade.")
+    plan, _ = plan_judgements(ws, ws.config.judge, load_judge_prompt(), candidates, {rule.id: rule})
+    users = {job.pair_id: job.messages[1]["content"] for job in plan.jobs}
+    for c in candidates:
+        assert ("[color-mismatch] Colour:" in users[c.sample_id]) == (c.pair.pair_id == a.pair_id)
+    assert len({key for job in plan.jobs for _, key in job.samples}) == len(candidates)  # one key per CoT
