@@ -47,6 +47,10 @@ def _first_line(err: Exception) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def _damaged(err: Exception) -> bool:
+    return any(h in str(err) for h in _DAMAGE_HINTS)
+
+
 def _io_failure(err: Exception) -> bool:
     """A write the file system refused (full disk, read-only mount), as DuckDB reports it."""
     return isinstance(err, duckdb.IOException) or any(h in str(err) for h in _IO_HINTS)
@@ -77,6 +81,8 @@ class Store:
                 self._upgrade(lock_timeout_s)
         except duckdb.Error as e:
             self.con.close()
+            if not (_io_failure(e) or _damaged(e)):
+                raise  # a migration's own mistake keeps its traceback
             raise self._open_error(e) from None
         except BaseException:
             self.con.close()
@@ -94,7 +100,7 @@ class Store:
         self.con = self._connect(lock_timeout_s)
 
     def _open_error(self, err: Exception) -> CotgenError:
-        if any(h in str(err) for h in _DAMAGE_HINTS):
+        if _damaged(err):
             return CotgenError(f"{self.path}: not a cotgen store or damaged ({_first_line(err)})")
         return CotgenError(f"{self.path}: cannot open the store: {_first_line(err)}")
 
