@@ -120,10 +120,15 @@ def test_output_at_80_columns_keeps_paths_and_names_whole(cli, tmp_path: Path):
     assert f"crowdflower_style_pairs_with_a_long_name: {path}" in out.stdout.splitlines()
     assert "columns: query <- query, title <- product_title, label <- median_relevance" in out.stderr
     with Store(ws / "store.duckdb") as store:
-        add_run(store, "teacher-smollm2-135m-instruct-e05-40463", "teacher")
+        add_run(store, "teacher-smollm2-135m-instruct-e05-40463", "teacher", params={"explain_gold": True})
+        add_run(store, "teacher-calibration", "teacher", started=5, params={"explain_gold": False})
     status = cli("status", "-w", str(ws), env=env).stdout
     [row] = [line for line in status.splitlines() if "teacher-smollm2-135m-instruct-e05-40463" in line]
-    assert "…" not in status and "teacher" in row.split("│")[2]
+    assert "…" not in status and row.split("│")[1].strip() == "teacher-smollm2-135m-instruct-e05-40463"
+    assert "gold" in status and "shown" in status, "a gold-conditioned run is marked so"
+    runs = json.loads(cli("status", "-w", str(ws), "--json").stdout)["runs"]
+    assert [(r["name"], r["gold_shown"]) for r in runs] == [
+        ("teacher-smollm2-135m-instruct-e05-40463", True), ("teacher-calibration", False)]
     tables = [line for line in status.splitlines() if line[:1] in "┏┃┡│└"]
     assert max(len(line) for line in tables) <= 80
     assert "bundled:smollm2-135m-instruct" in cli("models", "list", env=env).stdout, "model refs are never folded"

@@ -54,9 +54,31 @@ def table(title: str, columns: list[str], rows: list[list[Any]], whole: tuple[st
     """A rich table that reads at 80 columns and in logs: the title gets its own line where it fits (never
     broken mid-word by a narrow table), values fold instead of ending in an ellipsis, and the `whole` columns
     (names, ids and paths people copy into --run or --model) are never cut."""
+    cells = [[f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in r] for r in rows]
     t = Table(title=title, title_justify="left", min_width=min(len(title), console.width))
+    widths = _word_widths(columns, cells, whole)
     for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right", overflow="fold", no_wrap=c in whole)
-    for r in rows:
-        t.add_row(*(f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in r))
+        t.add_column(c, justify="left" if i == 0 else "right", overflow="fold", no_wrap=c in whole,
+                     min_width=widths.get(i))
+    for r in cells:
+        t.add_row(*r)
     return t
+
+
+def _word_widths(columns: list[str], cells: list[list[str]], whole: tuple[str, ...]) -> dict[int, int]:
+    """Minimum widths that keep each column's longest word unbroken, narrowest first, as far as the console
+    allows (3 characters of border and padding per column, headers never narrower than their longest word);
+    the remaining columns fold their long words."""
+    def longest(texts: list[str]) -> int:
+        return max((len(w) for text in texts for w in text.split()), default=0)
+
+    header = {i: longest([c]) for i, c in enumerate(columns)}
+    need = {i: max(header[i], longest([r[i] for r in cells])) for i in range(len(columns))}
+    shrinkable = [i for i, c in enumerate(columns) if c not in whole]
+    room = (console.width - 3 * len(columns) - 1 - sum(need[i] for i, c in enumerate(columns) if c in whole)
+            - sum(header[i] for i in shrinkable))
+    widths = {}
+    for i in sorted(shrinkable, key=lambda i: need[i] - header[i]):
+        if need[i] - header[i] <= room:
+            widths[i], room = need[i], room - (need[i] - header[i])
+    return widths
