@@ -399,6 +399,8 @@ def export_dataset(ws: Workspace, name: str, kinds: list[str], order: AnswerOrde
         if final.exists():
             raise CotgenError(f"{final}: another export created this version meanwhile; run the export again")
         os.rename(tmp, final)
+    except OSError as e:  # a full or read-only disk: the writers below datasets often do not name the file
+        raise CotgenError(f"{final}: cannot write this version ({e.strerror or e}); nothing was published") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

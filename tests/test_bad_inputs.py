@@ -641,6 +641,19 @@ def _c83b(ctx: Ctx) -> Expect:
     return Expect(review(ctx, "gold", str(path)), ["store.duckdb", "No space left"])
 
 
+@case("export-full-disk")
+def _c83e(ctx: Ctx) -> Expect:
+    disk = ctx.tmp / "disk"
+    ctx.cleanup.enter_context(full_disk(disk))
+    shutil.copytree(ctx.ws, disk / "ws")
+    ctx.ws = disk / "ws"
+    fill(disk)
+
+    def nothing_half_written() -> None:
+        assert not list((disk / "ws" / "datasets").rglob("*.parquet")), "a half-written version was left behind"
+    return Expect(["export", "-w", str(ctx.ws)], [str(disk)], after=nothing_half_written)
+
+
 @case("ingest-rejects-folder-read-only")
 def _c83c(ctx: Ctx) -> Expect:
     path = ctx.write("pairs.csv", GOOD_CSV + "sofa,Grey sofa,GREAT\n")
