@@ -53,16 +53,18 @@ def _teacher(m: dict[str, Any], quality: dict[str, dict[str, Any]]) -> str:
     rows = [[name + (" (gold shown)" if name in shown else ""),
              q["samples"] if q["samples"] == q["of"] else f"{q['samples']:,} of {q['of']:,}", _pct(q["truncation_rate"]),
              _pct(q["repetition_rate"]), _pct(q["steps_present_rate"]), _pct(q["contradiction_rate"]),
-             "-" if q["mean_step_chars"] is None else f"{q['mean_step_chars']:.0f}", _pct(q["clean_rate"])]
+             "-" if q["mean_step_chars"] is None else f"{q['mean_step_chars']:.0f}", _pct(q["clean_rate"]),
+             _pct(q.get("judged_wrong_rate"))]
             for name, q in quality.items()]
     note = ("\n\n**Gold shown**: the teacher's prompt gave it the gold label (`explain_gold`), so its agreement with "
             "gold is label compliance, not accuracy." if shown else "")
     return ("## Teacher runs\n\nWhat the teacher's texts look like, over its samples (a seeded sample of a large run; "
             "gold not used): cut at "
             "max_tokens, one word n-gram repeated more than `curation.max_ngram_repeats` times, all five steps "
-            "present, judgement contradicting the label, characters per step, clean parses.\n\n"
+            "present, judgement contradicting the label, characters per step, clean parses, and steps the step judge "
+            "(`cotgen judge`) graded wrong.\n\n"
             + _table(["run", "samples", "truncated", "repetitive", "5 steps", "contradictions", "chars/step",
-                      "clean parse"], rows) + note)
+                      "clean parse", "judged wrong"], rows) + note)
 
 
 def _dropped(dropped: dict[str, Any]) -> str:

@@ -95,6 +95,8 @@ class TeacherQuality:
     contradiction_rate: float | None
     mean_step_chars: float | None
     clean_rate: float
+    judged_steps: int = 0  # steps the step judge graded (`cotgen judge`), over all the run's answers
+    judged_wrong_rate: float | None = None
 
 
 @dataclass
@@ -141,6 +143,9 @@ def teacher_quality(store: Store, runs: list[RunInfo], ngram: int, max_repeats: 
         if max_repeats is None:
             row["repetition_rate"] = None
         out[run_id] = TeacherQuality(**row)
+    if out and store.scalar(sql("stats.has_judge")):
+        for run_id, judged, wrong in store.rows(sql("stats.judged_wrong"), {"runs": list(out)}):
+            out[run_id].judged_steps, out[run_id].judged_wrong_rate = int(judged), wrong / judged
     return out
 
 

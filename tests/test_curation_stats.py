@@ -29,7 +29,7 @@ from curation.stats import compute_pair_counts, install_macros, pair_stats, reso
 from curation.store import open_store
 from schemas.answer import render_answer
 from schemas.config import DifficultyBins
-from schemas.sample import Step
+from schemas.sample import STEP_NAMES, Step
 
 
 @pytest.fixture(scope="module")
@@ -200,12 +200,21 @@ def test_gold_shown_run_reports_label_compliance_and_intrinsic_quality(ws, cli) 
                     + [(pairs[3].pair_id, 0, render_answer(steps, pairs[3].label, "cot_first"))])
         cut = answer_text(pairs[2], pairs[2].label, "cot_first")
         add_samples(store, run_id, [(pairs[2].pair_id, 0, cut[:cut.index("3.")])], finish_reason="length")
+        judged = store.scalar("SELECT sample_id FROM samples WHERE run_id = ? ORDER BY sample_id LIMIT 1", [run_id])
+        with store.transaction() as con:  # the step judge graded one answer: step 3 of 5 wrong
+            con.execute("INSERT INTO judge_runs (judge_run_id, name, samples_role, backend, model, prompt_name, "
+                        "prompt_hash, status, started_at) VALUES ('j1', 'judge-1', 'teacher', 'openai', 'judge', "
+                        "'judge.v1', 'h', 'done', TIMESTAMP '2025-01-02 00:00:00')")
+            for i, name in enumerate(STEP_NAMES):
+                con.execute("INSERT INTO step_verdicts (judge_run_id, sample_id, step_index, step_name, correct, model, "
+                            "prompt_hash, judge_key) VALUES ('j1', ?, ?, ?, ?, 'judge', 'h', 'k')", [judged, i, name, i != 2])
         (stats,) = run_stats(store, resolve_runs(store, ["teacher-gold"]), gates=ws.config.curation)
     assert stats.gold_shown and stats.agreement_name == "label compliance"
     q = stats.quality
     assert q is not None and q.samples == 4
     assert (q.truncation_rate, q.repetition_rate, q.steps_present_rate) == (0.25, 0.25, 0.75)
     assert q.contradiction_rate == 0 and q.clean_rate == 0.75 and q.mean_step_chars > 10
+    assert (q.judged_steps, q.judged_wrong_rate) == (5, 0.2)
     out = cli("curate", "stats", "--run", "teacher-gold", "-w", str(ws.root), env={"COLUMNS": "200"}).stdout
     assert "teacher-gold (gold shown)" in out and "label compliance, not accuracy" in out
     assert "teacher quality" in out and "25.0%" in out

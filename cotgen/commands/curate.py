@@ -53,10 +53,11 @@ def print_quality(stats: list[RunStats]) -> None:
         return
     rows = [[_run_name(s), q.samples if q.samples == q.of else f"{q.samples:,} of {q.of:,}", pct(q.truncation_rate), pct(q.repetition_rate), pct(q.steps_present_rate),
              pct(q.contradiction_rate), "-" if q.mean_step_chars is None else f"{q.mean_step_chars:.0f}",
-             pct(q.clean_rate)] for s in stats if (q := s.quality)]
+             pct(q.clean_rate), pct(q.judged_wrong_rate)] for s in stats if (q := s.quality)]
     console.print(table("teacher quality over samples, gold not used (cut off at max_tokens, repeats a phrase, all five "
-                        "steps, judgement contradicts the label, mean chars per step, clean parse)",
-                        ["run", "samples", "cut off", "repeats", "5 steps", "contra", "chars", "clean"], rows))
+                        "steps, judgement contradicts the label, mean chars per step, clean parse, steps the "
+                        "step judge graded wrong)",
+                        ["run", "samples", "cut off", "repeats", "5 steps", "contra", "chars", "clean", "judged wrong"], rows))
 
 
 def print_stats(stats: list[RunStats]) -> None:

@@ -135,3 +135,14 @@ SELECT run_id, count(*) AS samples, any_value(total) AS of,
 FROM s
 GROUP BY run_id
 ORDER BY run_id;
+
+-- name: has_judge
+-- Whether the store has the step judge's tables (a store opened read-only before migration 008 lacks them).
+SELECT count(*) FROM information_schema.tables WHERE table_name = 'judge_step_labels';
+
+-- name: judged_wrong
+-- Steps of each teacher run's answers the step judge graded (its latest verdict per step), and how many wrong.
+SELECT s.run_id, count(*) AS judged_steps, count(*) FILTER (WHERE NOT j.correct) AS wrong_steps
+FROM judge_step_labels j JOIN samples s USING (sample_id)
+WHERE list_contains($runs::VARCHAR[], s.run_id)
+GROUP BY s.run_id;
