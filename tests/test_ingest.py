@@ -391,6 +391,9 @@ def test_odd_values_are_errors_or_counted(tmp_path):
     nul = write(tmp_path / "nul.csv", b"query,title,label\nm\x00ug,Blue\x00 Mug\x00,L4\n")
     report, stored = lib_ingest(tmp_path, nul)
     assert report.nul_bytes_removed == 3 and (stored[0]["query"], stored[0]["title"]) == ("mug", "Blue Mug")
+    run_cli("init", str(tmp_path / "ws"))
+    shown = run_cli("ingest", "-w", str(tmp_path / "ws"), str(nul)).stdout
+    assert any([c.strip() for c in line.split("│")[1:3]] == ["NUL bytes removed", "3"] for line in shown.splitlines())
 
 
 def test_errors_that_guide(tmp_path):

@@ -22,6 +22,7 @@ def print_report(r: IngestReport) -> None:
         ["rows read", r.rows_read], ["pairs added", r.added], ["already in store", r.already_present],
         ["duplicate rows collapsed", r.duplicates], ["pairs with conflicting labels", r.conflicts],
         ["rows rejected", r.rejected],
+        *([["NUL bytes removed", r.nul_bytes_removed]] if r.nul_bytes_removed else []),
     ]
     console.print(f"[bold]{r.source}[/]: {r.path}", highlight=False, soft_wrap=True)  # a path is never broken
     console.print(table("ingest", ["", "count"], rows))
