@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from schemas.errors import CotgenError
+from schemas.errors import CotgenError, read_text
 from schemas.labels import BUILTIN_SCHEMES, LabelScheme
 from schemas.rule import Rule
 
@@ -64,9 +64,9 @@ def _field_error(path: Path, err: dict) -> CotgenError:
 def parse_document(path: Path, default_kind: str = "rule") -> Rule:
     """One Markdown file as a Rule; errors name the file and the field."""
     try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CotgenError(f"{path}: cannot read: {e}") from None
+        raw = read_text(path)
+    except OSError as e:
+        raise CotgenError(f"{path}: cannot read: {e.strerror or e}") from None
     match = FRONT_MATTER.match(raw)
     if match is None:
         raise CotgenError(f"{path}: front matter: the file must start with a '---' block and close it with '---'")

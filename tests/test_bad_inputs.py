@@ -409,7 +409,9 @@ def rules(ctx: Ctx, name: str, content: str | bytes) -> Expect:
 
 @case("rules-latin1-byte")
 def _c40(ctx: Ctx) -> Expect:
-    return rules(ctx, "cafe.md", "---\nid: cafe\ntitle: Caf\xe9\n---\nCoffee is not tea.\n".encode("latin-1"))
+    e = rules(ctx, "cafe.md", "---\nid: cafe\ntitle: Caf\xe9\n---\nCoffee is not tea.\n".encode("latin-1"))
+    e.names[0] = "cafe.md:3"
+    return e
 
 
 @case("rules-no-front-matter")
