@@ -621,7 +621,7 @@ def _c82b(ctx: Ctx) -> Expect:
 @case("init-onto-a-file")
 def _c82c(ctx: Ctx) -> Expect:
     target = ctx.write("taken", "a file\n")
-    return Expect(["init", str(target)], ["taken"])
+    return Expect(["init", str(target)], ["taken", "a file, not a folder"])
 
 
 @case("init-in-a-read-only-folder")

@@ -62,6 +62,8 @@ class InitResult:
 def init_workspace(directory: Path, example: bool = False, force: bool = False) -> InitResult:
     """Write cotgen.toml (refusing to overwrite one without `force`) and, with `example`, a small source."""
     config_path = directory / CONFIG_FILE
+    if directory.exists() and not directory.is_dir():
+        raise CotgenError(f"{directory}: a file, not a folder; name a folder for the workspace")
     if config_path.exists() and not force:
         raise CotgenError(f"{config_path} already exists; pass --force to overwrite it")
     directory.mkdir(parents=True, exist_ok=True)
