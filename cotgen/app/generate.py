@@ -73,6 +73,7 @@ FLUSH_ROWS = 256  # a batch is written when it has this many samples...
 FLUSH_S = 1.0  # ...or is this old
 HEARTBEAT_S = 10.0  # the run lease is renewed this often (curation.runs.LEASE_TTL_S says when it lapses)
 RETRIEVE_CHUNK = 512  # pairs per chunk: retrieved, rendered and planned while the previous chunk is in flight
+FIRST_CHUNK = 16  # pairs in the first chunk; each next chunk doubles up to chunk_pairs
 PREFETCH_CHUNKS = 2  # chunks planned ahead of the requests (memory holds only these and the ones in flight)
 # Settings that change request keys: a run keeps them fixed (n may grow; more samples per pair are new keys).
 IDENTITY_FIELDS = ("order", "temperature", "top_p", "max_tokens", "seed", "top_logprobs", "structured", "explain_gold")
@@ -491,11 +492,15 @@ class _RunState:
 
 
 def _chunk_plans(state: _RunState, pair_ids: list[str]) -> Iterator[Plan]:
-    """Plans of `chunk_pairs` pairs each: fetched, retrieved (stored retrievals reused), rendered, done keys skipped."""
+    """Chunk plans (16 pairs, doubling up to `chunk_pairs`): fetched, retrieved (stored retrievals reused), rendered,
+    done keys skipped."""
     ws, config, rules = state.ws, state.config, state.rules
     params_for = sampling_for(ws, config)
-    for start in range(0, len(pair_ids), state.options.chunk_pairs):
-        ids = pair_ids[start:start + state.options.chunk_pairs]
+    start, size = 0, min(FIRST_CHUNK, state.options.chunk_pairs)
+    while start < len(pair_ids):
+        ids = pair_ids[start:start + size]
+        # Small chunks first, so the first request goes out seconds after the models load; then full ones.
+        start, size = start + size, min(size * 2, state.options.chunk_pairs)
         with store_session(ws) as store:
             pairs = pairs_by_id(store, ids)
             known = stored_retrievals(store, rules.fingerprint, ids) if rules else {}

@@ -276,11 +276,15 @@ class OpenAIBackend(Backend):
 
 
 class _Feed:
-    """Jobs pulled in a helper thread: a producer still retrieving rules must not stall the requests in flight."""
+    """Jobs pulled in a helper thread: a producer still retrieving rules must not stall the requests in flight.
+
+    One job waits at a time (`space`); each is handed to the loop exactly once (`call_soon_threadsafe`).
+    """
 
     def __init__(self, jobs: Iterator[Job], stop: threading.Event):
         self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=1)
+        self.queue: asyncio.Queue[Job | None] = asyncio.Queue()
+        self.space = threading.Semaphore(1)
         self.stop = stop
         self.closed = threading.Event()
         self.error: BaseException | None = None
@@ -299,18 +303,17 @@ class _Feed:
 
     def _put(self, item: Job | None) -> bool:
         while not self.closed.is_set():
-            future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
-            try:
-                future.result(timeout=0.5)
+            if self.space.acquire(timeout=0.2):
+                try:
+                    self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+                except RuntimeError:  # the loop has closed
+                    return False
                 return True
-            except TimeoutError:
-                future.cancel()
-            except RuntimeError:  # the loop has closed
-                return False
         return False
 
     async def next(self) -> Job | None:
         job = await self.queue.get()
+        self.space.release()
         if job is None and self.error is not None:
             raise self.error
         return job
