@@ -6,17 +6,27 @@
    for cotgen's backend and, for reference, a plain AsyncOpenAI + semaphore loop.
 2. Tokens per second of SmolLM2 behind `transformers serve` (openai backend) and in-process
    (transformers backend, batched, shared-prefix cache), on the same short policy prompts.
+3. Streaming runs (`cotgen generate`) over `--run-pairs` generated pairs (CrowdFlower rows, each query
+   made unique) against a 0 ms loopback server: a teacher run (retrieval included, `--teacher-pairs` of
+   them) and a policy run: seconds from process start to the first request, peak RSS of the cotgen
+   process, samples/s; end to end on a 200 ms server at concurrency 64 (ratio to ideal); then the
+   kill/resume accounting: a run SIGKILLed twice mid-way and re-run, requests received vs samples stored.
 
-    python bench/generate.py                       # both parts
+    python bench/generate.py                       # parts 1 and 2
     python bench/generate.py --skip-models         # part 1 only
+    python bench/generate.py --skip-client --skip-models --run-pairs 100000   # part 3 only
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import json
 import resource
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -26,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from helpers_generation import fake_server, transformers_server  # noqa: E402
+from helpers_generation import CROWDFLOWER_MAP, configure, fake_server, transformers_server  # noqa: E402
 
 from cotgen.backends.base import Job, Outcome, SamplingParams  # noqa: E402
 from cotgen.backends.openai import OpenAIBackend, OpenAIOptions  # noqa: E402
@@ -137,6 +147,108 @@ def model_bench(requests: int, max_tokens: int, threads: int) -> None:
     print(f"transformers backend (batch 8)       {tokens / wall:7.1f} tokens/s  ({tokens} tokens in {wall:.1f} s)")
 
 
+COTGEN = [sys.executable, "-m", "cotgen.cli"]
+
+
+def cli(*args: str) -> str:
+    return subprocess.run([*COTGEN, *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def run_workspace(base: Path, pairs: int) -> Path:
+    """A workspace with `pairs` CrowdFlower-based pairs (queries made unique) ingested and the rule index built."""
+    ws = base / "ws"
+    cli("init", str(ws))
+    source = base / "pairs.csv"
+    with open(ROOT.parent / "shared" / "data" / "crowdflower" / "train_dev.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    with open(source, "w", newline="", encoding="utf-8") as f:
+        out = csv.DictWriter(f, fieldnames=list(rows[0]))
+        out.writeheader()
+        for i in range(pairs):
+            row = dict(rows[i % len(rows)])
+            out.writerow({**row, "id": str(i), "query": f"{row['query']} {i // len(rows)}" if i >= len(rows) else row["query"]})
+    cli("ingest", str(source), "-w", str(ws), "--source", "bench", "--scheme", "crowdflower", "--map", CROWDFLOWER_MAP,
+        "--strip-html")
+    cli("index", "build", "-w", str(ws))
+    configure(ws, "teacher", backend="openai", model="fake", n=1, concurrency=64, structured=False, explain_gold=False,
+              timeout_s=30.0)
+    return ws
+
+
+def watch(proc: subprocess.Popen) -> int:
+    """Peak resident memory (bytes) of a running process, read from /proc until it exits."""
+    peak = 0
+    while proc.poll() is None:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak = max(peak, next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM")))
+        except (OSError, StopIteration):
+            pass
+        time.sleep(0.2)
+    return peak
+
+
+def received(log: Path) -> list[tuple[str, float]]:
+    if not log.exists():
+        return []
+    return [(k, e["t"]) for e in map(json.loads, log.read_text().splitlines()) for k in e["keys"].split(",") if k]
+
+
+def timed_run(ws: Path, log: Path, latency: float, *args: str) -> tuple[float, int, dict]:
+    """`cotgen generate ARGS` against a fresh loopback server: (seconds to its first request, peak RSS, summary)."""
+    with fake_server(log_path=log, latency_s=latency) as url:
+        started = time.time()
+        proc = subprocess.Popen([*COTGEN, "generate", "-w", str(ws), "--json", *args, "--base-url", url], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        peak = watch(proc)
+        summary = json.loads(proc.stdout.read() if proc.stdout else "{}")
+    return min(t for _, t in received(log)) - started, peak, summary
+
+
+def run_bench(pairs: int, teacher_pairs: int) -> None:
+    print(f"## streaming runs over {pairs:,} generated pairs (0 ms loopback server unless said, concurrency 64)")
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        ws = run_workspace(base, pairs)
+        configure(ws, "policy", backend="openai", model="fake", n=1, concurrency=64, structured=False, timeout_s=30.0)
+        for role, count in (("teacher", teacher_pairs), ("policy", pairs)):
+            first, peak, s = timed_run(ws, base / f"{role}.jsonl", 0.0, "--role", role, "--limit", str(count),
+                                       "--run", f"bench-{role}")
+            print(f"{role} ({count:,} pairs{', retrieval included' if role == 'teacher' else ''}): first request "
+                  f"{first:.1f} s after process start; peak RSS {peak / 2**30:.2f} GB; {s['completed']:,} samples in "
+                  f"{s['wall_s']:.0f} s = {s['samples_per_s']:.1f} samples/s")
+        e2e = min(pairs, 3000)
+        configure(ws, "policy", seed=1)  # new request keys: the policy run above answered seed 0's
+        _, _, s = timed_run(ws, base / "e2e.jsonl", 0.2, "--role", "policy", "--limit", str(e2e), "--run", "bench-e2e")
+        ideal = 64 / 0.2
+        print(f"end to end, 200 ms server, concurrency 64 ({e2e:,} pairs): {s['samples_per_s']:.1f} samples/s = "
+              f"{s['samples_per_s'] / ideal:.3f} of ideal ({ideal:.0f}/s; the run's wall time includes planning)")
+        kill_resume(ws, base / "kill.jsonl", min(pairs, 4000))
+
+
+def kill_resume(ws: Path, log: Path, pairs: int) -> None:
+    """SIGKILL a policy run twice mid-way, re-run it: requests received vs samples stored."""
+    args = [*COTGEN, "generate", "-w", str(ws), "--json", "--role", "policy", "-n", "1", "--limit", str(pairs),
+            "--run", "killed", "--concurrency", "64"]
+    configure(ws, "policy", backend="openai", model="fake", structured=False, timeout_s=30.0, seed=2)
+    with fake_server(log_path=log, latency_s=0.05) as url:
+        for _ in range(2):
+            target = len(received(log)) + pairs // 4
+            proc = subprocess.Popen([*args, "--base-url", url], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while len(received(log)) < target and proc.poll() is None:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        subprocess.run([*args, "--base-url", url], cwd=ROOT, check=True, capture_output=True)
+    keys = [k for k, _ in received(log)]
+    from curation.store import Store
+
+    with Store(ws / "store.duckdb", read_only=True) as store:
+        stored = store.scalar("SELECT count(*) FROM samples s JOIN runs r USING (run_id) WHERE r.name = 'killed'")
+    print(f"kill/resume ({pairs:,} pairs, killed twice at concurrency 64): server received {len(keys):,} requests "
+          f"({len(keys) - len(set(keys))} repeats), {stored:,} samples stored; paid twice: {len(keys) - stored}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000)
@@ -148,12 +260,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (server and in-process); 1 suits a shared CPU")
     ap.add_argument("--skip-models", action="store_true")
     ap.add_argument("--skip-client", action="store_true")
+    ap.add_argument("--run-pairs", type=int, default=0, help="part 3: streaming runs over this many generated pairs")
+    ap.add_argument("--teacher-pairs", type=int, default=0, help="part 3: the teacher run's pairs (default: all)")
     a = ap.parse_args()
     print(f"load average: {' '.join(f'{x:.2f}' for x in __import__('os').getloadavg())}")
     if not a.skip_client:
         client_bench(a.requests, a.concurrency, a.latency, a.repeats)
     if not a.skip_models:
         model_bench(a.model_requests, a.model_max_tokens, a.threads)
+    if a.run_pairs:
+        run_bench(a.run_pairs, a.teacher_pairs or a.run_pairs)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import pytest
 
 from cotgen.backends.base import Job, SamplingParams, TokenAlternatives
 from cotgen.backends.limits import AdaptiveLimit, backoff_s, retry_after_s
-from cotgen.generation import Budget, PairPrompt, plan_jobs, request_key
+from cotgen.generation import Budget, PairPrompt, follower_id, plan_jobs, request_key
 from cotgen.labelprobs import label_distribution
 from cotgen.prompting import load_prompt, shipped_prompts
 from cotgen.structured import answer_schema, parse_structured, validate
@@ -51,6 +51,26 @@ def test_plan_skips_done_keys_and_counts() -> None:
     assert [j.pair_id for j in plan.jobs] == ["p1", "p2"]
     assert [i for i, _ in plan.jobs[0].samples] == [0]
     assert len(plan.jobs[1].samples) == 2
+
+
+def test_identical_prompts_share_a_job_and_a_key_answered_for_another_pair_is_reused() -> None:
+    same = ({"role": "user", "content": "same"},)
+    prompts = [*_prompts(2), PairPrompt(pair=_pair(7), messages=same), PairPrompt(pair=_pair(8), messages=same)]
+    plan = plan_jobs(prompts, "m", 2, lambda p: SamplingParams())
+    assert (plan.total, [j.pair_id for j in plan.jobs]) == (8, ["p0", "p1", "p7"])
+    shared = [k for _, k in plan.jobs[2].samples]
+    assert [[(f.prompt.pair.pair_id, f.sample_index, f.sample_id) for f in plan.followers[k]] for k in shared] == \
+        [[("p8", i, follower_id(k, "p8"))] for i, k in enumerate(shared)]
+    # p7's first key was answered for another pair (an identical prompt in an earlier run): p7 and p8 reuse it.
+    plan.skip({shared[0]: "p99", follower_id(shared[1], "p8"): "p8"})
+    assert sorted((k == shared[0], f.prompt.pair.pair_id) for k, f, _ in plan.reuse) == [(True, "p7"), (True, "p8")]
+    assert [k for _, k in plan.jobs[2].samples] == [shared[1]] and plan.followers == {}
+    assert plan.done == 1, "only p8's own stored sample counts as done; the reused ones are still to store"
+    stored = {"text": "Label: L3", "reasoning": "1. Query understanding: ...", "finish_reason": "stop",
+              "logprobs": json.dumps([["Label", [["Label", -0.1]]]])}
+    plan.answer_reuse({shared[0]: stored})
+    assert [(o.key, o.shared_from, o.reasoning, o.logprobs[0].top) for o in plan.ready] == \
+        [(follower_id(shared[0], p), shared[0], stored["reasoning"], (("Label", -0.1),)) for p in ("p7", "p8")]
 
 
 def test_budget_truncates_the_last_job_and_says_why() -> None:
