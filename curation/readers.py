@@ -129,7 +129,10 @@ def _check_header(path: Path, shown: Path, separator: str) -> None:
                           "rename the columns so each name is unique")
 
 
-def _hf_parts(path: Path, split: str | None) -> list[Part]:
+def _hf_parts(path: Path, split: str | None, workdir: Path) -> list[Part]:
+    """Each split of a saved dataset as a Parquet file in `workdir`, copied batch by batch from its memory-mapped
+    Arrow files: memory stays flat, and polars scans it like any Parquet source."""
+    import pyarrow.parquet as pq
     from datasets import Dataset, load_from_disk
 
     loaded = load_from_disk(str(path))
@@ -138,14 +141,21 @@ def _hf_parts(path: Path, split: str | None) -> list[Part]:
         if split not in splits:
             raise CotgenError(f"{path}: no split '{split}' (splits: {', '.join(splits) or 'none'})")
         splits = {split: splits[split]}
-    return [Part(f"{path}[{name}]" if name else str(path), pl.from_arrow(ds.data.table).lazy(), 1)
-            for name, ds in splits.items()]
+    parts = []
+    for i, (name, ds) in enumerate(splits.items()):
+        target = workdir / f"split-{i}.parquet"
+        table = ds.data.table
+        with pq.ParquetWriter(target, table.schema) as writer:
+            for batch in table.to_batches(max_chunksize=1 << 16):
+                writer.write_batch(batch)
+        parts.append(Part(f"{path}[{name}]" if name else str(path), pl.scan_parquet(target), 1))
+    return parts
 
 
 def open_parts(path_text: str, fmt: str, encoding: str, split: str | None, workdir: Path) -> list[Part]:
     """Lazy frames over every part of a source (non-UTF-8 text transcoded first)."""
     if fmt == "hf":
-        return _hf_parts(Path(path_text), split)
+        return _hf_parts(Path(path_text), split, workdir)
     files = source_files(path_text)
     if fmt == "parquet":
         return [Part(str(f), pl.scan_parquet(f), 1) for f in files]
