@@ -133,15 +133,23 @@ def test_retry_after_inf_is_capped_and_an_oversize_body_is_a_counted_failure(ws:
 
 
 def test_a_reasoning_teacher_keeps_its_thinking_and_the_steps_are_found_there(ws: Path) -> None:
+    import pyarrow.parquet as pq
+
     with fake_server(reasoning=True) as url:
-        s = json.loads(run_cli("generate", "-w", str(ws), "--limit", "6", "-n", "1", "--base-url", url, "--json").stdout)
-    assert s["tokens_reasoning"] == 6 * 35 and s["store"]["tokens_reasoning"] == 6 * 35
+        s = json.loads(run_cli("generate", "-w", str(ws), "--limit", "60", "-n", "1", "--base-url", url, "--json").stdout)
+    assert s["tokens_reasoning"] == 60 * 35 and s["store"]["tokens_reasoning"] == 60 * 35
     stored = rows(ws, "SELECT c.text, c.reasoning, s.parse_status, json_array_length(s.steps), s.predicted_label "
                       "FROM samples s JOIN completions c ON c.request_key = s.sample_id")
-    assert len(stored) == 6
+    assert len(stored) == 60
     for text, reasoning, status, steps, label in stored:
         assert text == f"Label: {label}" and reasoning.startswith("1. Query understanding")
         assert steps == 5 and status in ("ok", "partial")
+    run_cli("export", "-w", str(ws), "--kind", "sft", "--json")
+    sft = [pq.read_table(p).to_pylist() for p in sorted((ws / "datasets").rglob("sft/*.parquet"))]
+    exported = [r for part in sft for r in part]
+    assert exported, "the right answers among 60 make SFT rows"
+    assert all("Query understanding: the shopper wants" in r["reasoning_content"] for r in exported), \
+        "the SFT export carries the thinking (its five steps) in reasoning_content"
 
 
 def test_extra_body_reaches_the_server_and_is_part_of_the_run(ws: Path, tmp_path: Path) -> None:
