@@ -144,6 +144,9 @@ def _body(m: dict[str, Any]) -> str:
         parts.append(f"GRPO label distribution, coefficient of variation: {grpo['cv_before']:.3f} before balancing, "
                      f"{grpo['cv_after']:.3f} after.")
     dpo = m.get("selection", {}).get("dpo")
+    if dpo and dpo.get("policy_in_format") is False:
+        parts.append("The policy run was prompted for the other answer order, so none of its answers is a DPO chosen "
+                     "one (the teacher's answer stands in).")
     if dpo and dpo["pairs_by_case"]:
         parts.append("### DPO pairs by case\n\n" + _table(
             ["case", "pairs", "meaning"], [[k, v, DPO_CASES.get(k, "")] for k, v in dpo["pairs_by_case"].items()]))

@@ -15,10 +15,13 @@ CASES = {
     "mixed": "the policy has a clean right answer (parsed ok, consistent, through the quality gates) and a wrong "
              "one: chosen = the right one, rejected = the wrong one",
     "all_wrong": "no clean right answer (c = 0) and some wrong ones: the teacher's accepted answer is chosen",
-    "unclean": "right answers parsed ok (c > 0) but none consistent or through the gates, and some wrong ones: "
+    "unclean": "right answers parsed ok (c > 0) but none consistent, through the gates or in the export's answer "
+               "order, and some wrong ones: "
                "the teacher's accepted answer is chosen, as for all_wrong",
     "all_right": "nothing wrong to reject: no preference pair",
 }
+# A policy run prompted for the other answer order gives no chosen answers: its raw texts would put the
+# label where the export's format does not (every pair then takes the teacher's answer, or none).
 
 
 def select_dpo(ctx: SelectionContext) -> dict[str, Any]:
@@ -42,4 +45,5 @@ def select_dpo(ctx: SelectionContext) -> dict[str, Any]:
     cases = {kind: int(n) for kind, n in ctx.store.rows(sql("dpo.counts"))}
     rows = {src: {"rows": int(r), "pairs": int(p)} for src, r, p in ctx.store.rows(sql("dpo.row_counts"))}
     return {"pairs_by_case": cases, "rows_by_chosen": rows,
-            "rows": sum(v["rows"] for v in rows.values())}
+            "rows": sum(v["rows"] for v in rows.values()),
+            "policy_in_format": bool(ctx.store.scalar(sql("dpo.policy_in_format")))}

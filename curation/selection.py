@@ -70,7 +70,7 @@ def open_selection(store: Store, config: CotgenConfig, order: AnswerOrder, sourc
     store.con.execute(sql("selection.macros"))
     store.con.execute(sql("selection.params"), {
         "seed": str(cur.seed), "sources": sources, "teacher_runs": [r.run_id for r in teachers],
-        "policy_run": policy.run_id if policy else None, "curriculum": list(cur.curriculum),
+        "policy_run": policy.run_id if policy else None, "curriculum": list(cur.curriculum), "order": order,
     })
     _load_edits(ctx)
     _create_views(store, [r.run_id for r in teachers], policy.run_id if policy else None)

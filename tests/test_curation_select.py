@@ -372,3 +372,22 @@ def test_quality_gates_drop_with_their_reason_and_junk_never_trains(ws: Workspac
     off = with_curation(ws, drop_truncated=False, max_ngram_repeats=None)
     rows, _ = select(off, ["sft"])
     assert {r["pair_id"] for r in rows["sft"]} == {good.pair_id, cut.pair_id, rep.pair_id}
+
+
+def test_policy_answers_in_the_other_order_are_never_chosen(ws: Workspace) -> None:
+    """A policy run prompted for cot_first writes the label last: its raw answers cannot be the chosen side of a
+    label_first export (the teacher's answer stands in); a cot_first export takes them."""
+    with open_store(ws) as store:
+        pairs = pick(store, 4)
+        teacher = add_run(store, "teacher-o", "teacher")
+        add_samples(store, teacher, [(p.pair_id, 0, answer_text(p, p.label, "cot_first")) for p in pairs])
+        policy = add_run(store, "policy-o", "policy", started=10, params={"order": "cot_first"})
+        add_samples(store, policy, [a for p in pairs for a in (
+            (p.pair_id, 0, answer_text(p, p.label, "cot_first")),
+            (p.pair_id, 1, answer_text(p, wrong_label(p.label, 1), "cot_first", 1)))])
+    label_first = export_dataset(ws, "lf", ["dpo"], "label_first", plain_prompt)
+    assert label_first.selection["dpo"]["policy_in_format"] is False
+    assert set(label_first.selection["dpo"]["rows_by_chosen"]) == {"teacher"}
+    cot_first = export_dataset(ws, "cf", ["dpo"], "cot_first", plain_prompt)
+    assert cot_first.selection["dpo"]["policy_in_format"] is True
+    assert cot_first.selection["dpo"]["rows_by_chosen"]["policy"]["pairs"] == 4

@@ -139,6 +139,9 @@ def print_export(result: ExportResult) -> None:
     console.print(table("rows", ["kind", *splits], [[k, *(c.get(s, 0) for s in splits)] for k, c in result.counts.items()]))
     if sel.get("sft", {}).get("balanced_out"):
         console.print(f"sft: {sel['sft']['balanced_out']:,} train rows left out to balance the labels (curation.sft_balance)")
+    if sel.get("dpo", {}).get("policy_in_format") is False:
+        console.print("[yellow]dpo: the policy run was prompted for the other answer order; none of its answers is a "
+                      "chosen one (the teacher's answer stands in)[/]")
     cases = sel.get("dpo", {}).get("pairs_by_case")
     if cases:
         console.print("dpo pairs by case: " + ", ".join(f"{k} {v:,}" for k, v in cases.items()))

@@ -8,7 +8,8 @@ WITH pol AS (
     SELECT pair_id, sample_id, draw, good,
            hash(CASE WHEN predicted IS NULL THEN sample_id ELSE predicted || steps END) AS answer
     FROM (SELECT e.*, coalesce(e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent
-                               AND NOT coalesce(q.truncated OR q.repetitive, false), false) AS good
+                               AND NOT coalesce(q.truncated OR q.repetitive, false)
+                               AND (SELECT policy_in_format FROM selection_params), false) AS good
           FROM eff_policy e LEFT JOIN sample_gates q ON q.sample_id = e.sample_id WHERE e.parse_status <> 'empty')
     WHERE good OR predicted IS DISTINCT FROM gold
 ), top AS (
@@ -27,12 +28,14 @@ CREATE OR REPLACE TEMP TABLE dpo_sides AS
 WITH pol AS (
     SELECT e.pair_id, e.sample_id, e.draw,
            coalesce(e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent
-                    AND NOT coalesce(q.truncated OR q.repetitive, false), false) AS good
+                    AND NOT coalesce(q.truncated OR q.repetitive, false)
+                    AND (SELECT policy_in_format FROM selection_params), false) AS good
     FROM eff_policy e
     LEFT JOIN sample_gates q ON q.sample_id = e.sample_id
     WHERE e.parse_status <> 'empty'
       AND (coalesce(e.predicted = e.gold AND e.parse_status = 'ok' AND e.consistent
-                    AND NOT coalesce(q.truncated OR q.repetitive, false), false)
+                    AND NOT coalesce(q.truncated OR q.repetitive, false)
+                    AND (SELECT policy_in_format FROM selection_params), false)
            OR e.predicted IS DISTINCT FROM e.gold)
 ), top AS (
     SELECT pair_id, arg_min(sample_id, draw) FILTER (WHERE good) AS good_id,
@@ -106,3 +109,6 @@ INSERT INTO dropped
 SELECT 'dpo', NULL, g.pair_id, CASE WHEN g.kind = 'all_right' THEN 'all_correct' ELSE 'no_chosen' END
 FROM dpo_groups g
 WHERE g.pair_id NOT IN (SELECT pair_id FROM dpo_pairs);
+
+-- name: policy_in_format
+SELECT policy_in_format FROM selection_params;

@@ -4,11 +4,15 @@ CREATE OR REPLACE TEMP MACRO first_distinct(l) AS
     list_transform(list_filter(l, lambda x, i: list_position(list_transform(l, lambda y: y.a), x.a) = i), lambda x: x.s);
 
 -- name: params
--- One row of knobs the views below read (views cannot take statement parameters).
+-- One row of knobs the views below read (views cannot take statement parameters). policy_in_format: the
+-- policy run was prompted for the export's answer order (its raw answers become DPO texts as they are;
+-- a run that does not record its order is taken at its word).
 CREATE OR REPLACE TEMP TABLE selection_params AS
 SELECT $seed::VARCHAR AS seed, $sources::VARCHAR[] AS sources, $teacher_runs::VARCHAR[] AS teacher_runs,
        $policy_run::VARCHAR AS policy_run, $curriculum::VARCHAR[] AS curriculum,
-       len($curriculum::VARCHAR[]) + 1 AS unknown_stage;
+       len($curriculum::VARCHAR[]) + 1 AS unknown_stage,
+       coalesce((SELECT json_extract_string(r.params, '$.order') FROM runs r WHERE r.run_id = $policy_run) = $order,
+                true) AS policy_in_format;
 
 -- name: edit_texts
 -- The latest live edit per sample: the annotator's full corrected answer, parsed again in Python.
