@@ -147,5 +147,7 @@ def test_overrides_from_yaml_then_set_typed_by_hf_argparser(tmp_path: Path) -> N
         build_config("sft", None, False, ["grad_acum=2"])
     with pytest.raises(CotgenError, match="must be divisible by num_generations"):
         build_config("grpo", None, False, ["batch_size=8", "group_size=3"])
+    with pytest.raises(CotgenError, match="credit_steps: category not among query_understanding"):
+        build_config("srpo", None, False, ["credit_steps=category"])
     with pytest.raises(CotgenError, match="reward_weights: set label_weight"):
         grpo_train_set(None, GRPOTrainConfig(reward_weights=[1.0]), with_marks=False)  # type: ignore[arg-type]

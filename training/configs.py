@@ -164,7 +164,14 @@ class SRPOTrainConfig(GRPOTrainConfig):
     judge_api_key_env: str | None = _f(None, "Environment variable holding the judge server's key (unset: "
                                        "[judge].api_key_env); the key itself is never recorded.")
     judge_workers: int = _f(8, "Concurrent judge requests per batch of rollouts.")
-    step_weight: float = _f(0.0, "GRPO's scalar step_agreement reward: off in SRPO, whose step credit is per token.")
+    step_weight: float = _f(0.0, "GRPO's scalar step_agreement reward folded into the outcome; off by default in "
+                            "SRPO, whose step credit is per token.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = sorted(set(self.credit_steps) - set(STEP_NAMES))
+        if unknown:
+            raise ValueError(f"credit_steps: {', '.join(unknown)} not among {', '.join(STEP_NAMES)}")
 
 
 C = TypeVar("C", bound=CotgenFields)

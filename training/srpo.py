@@ -230,8 +230,8 @@ def train_srpo(version: ExportedVersion, model_ref: str, output_dir: Path, cfg: 
                on_step: OnStep | None = None) -> RunResult:
     """SRPO on the `grpo` set: outcome rewards (label + format) plus stepwise credit from the judge and/or the
     human step marks of the `steps` set; the manifest records the formula and the judge."""
-    train, with_marks = grpo_train_set(version, cfg, with_marks=cfg.verifier_weight > 0)
-    funcs, weights = grpo_rewards(version, cfg, with_steps=False)
+    train, with_marks = grpo_train_set(version, cfg, with_marks=cfg.verifier_weight > 0 or cfg.step_weight > 0)
+    funcs, weights = grpo_rewards(version, cfg, with_steps=with_marks and cfg.step_weight > 0)
 
     def build(model_path, tokenizer, peft_config):
         return SRPOTrainer(model=model_path, reward_funcs=funcs, args=grpo_args(cfg, output_dir, weights),
@@ -242,5 +242,6 @@ def train_srpo(version: ExportedVersion, model_ref: str, output_dir: Path, cfg: 
              "srpo": {"formula": FORMULA, "step_lambda": cfg.step_lambda, "credit_steps": list(cfg.credit_steps),
                       "judge": judge_info if step_judge is not None and cfg.judge_weight > 0 else None,
                       "judge_weight": cfg.judge_weight, "verifier_weight": cfg.verifier_weight,
-                      "verifier": "human step marks of the version's `steps` set" if with_marks else None}}
+                      "verifier": "human step marks of the version's `steps` set"
+                      if with_marks and cfg.verifier_weight > 0 else None}}
     return run_training("srpo", version, model_ref, output_dir, cfg, build, extra, on_step)
