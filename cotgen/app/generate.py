@@ -73,7 +73,7 @@ FLUSH_ROWS = 256  # a batch is written when it has this many samples...
 FLUSH_S = 1.0  # ...or is this old
 HEARTBEAT_S = 10.0  # the run lease is renewed this often (curation.runs.LEASE_TTL_S says when it lapses)
 RETRIEVE_CHUNK = 512  # pairs per chunk: retrieved, rendered and planned while the previous chunk is in flight
-FIRST_CHUNK = 16  # pairs in the first chunk; each next chunk doubles up to chunk_pairs
+FIRST_CHUNK = 64  # pairs in the first chunk (a full window of requests); each next chunk doubles up to chunk_pairs
 PREFETCH_CHUNKS = 2  # chunks planned ahead of the requests (memory holds only these and the ones in flight)
 # Settings that change request keys: a run keeps them fixed (n may grow; more samples per pair are new keys).
 IDENTITY_FIELDS = ("order", "temperature", "top_p", "max_tokens", "seed", "top_logprobs", "structured", "explain_gold")
@@ -438,16 +438,21 @@ def run_generation(ws: Workspace, options: GenerateOptions, report: Reporter = s
     parser = Parser(run_id=run.run_id, scheme_for=ws.config.scheme, structured=config.structured)
     invocation = Invocation()
     status: RunStatus = "done"
+    journal: Journal | None = None
     with Interrupts() as interrupts:
         try:
             with interrupts.shielded():
                 recovered = _replay(ws, run, parser, writer)
             # Journaled by a killed invocation, stored now: this invocation's work, not already done.
-            run_state.recovered = sum(p in set(todo) for p in recovered)
+            planned = set(todo)
+            run_state.recovered = sum(p in planned for p in recovered)
             invocation.completed += run_state.recovered
             journal = Journal(journal_path(ws, run.run_id))
             status = _drive(run_state, todo, writer, parser, journal, invocation, interrupts)
         except BaseException:
+            if journal is not None:
+                with contextlib.suppress(CotgenError):  # the error being raised says more
+                    journal.close()
             with interrupts.shielded(), store_session(ws) as store:
                 summary = _summary(run_state, invocation, run_summary(store, run.run_id))
                 summary.status = "stopped"
@@ -492,7 +497,7 @@ class _RunState:
 
 
 def _chunk_plans(state: _RunState, pair_ids: list[str]) -> Iterator[Plan]:
-    """Chunk plans (16 pairs, doubling up to `chunk_pairs`): fetched, retrieved (stored retrievals reused), rendered,
+    """Chunk plans (64 pairs, doubling up to `chunk_pairs`): fetched, retrieved (stored retrievals reused), rendered,
     done keys skipped."""
     ws, config, rules = state.ws, state.config, state.rules
     params_for = sampling_for(ws, config)
@@ -505,17 +510,17 @@ def _chunk_plans(state: _RunState, pair_ids: list[str]) -> Iterator[Plan]:
             pairs = pairs_by_id(store, ids)
             known = stored_retrievals(store, rules.fingerprint, ids) if rules else {}
         found: list[list[Rule]] = [[] for _ in pairs]
+        fresh: dict[str, tuple[list[str], list[float]]] = {}
         if rules:
             missing = [p for p in pairs if p.pair_id not in known]
             fresh = {p.pair_id: ([r.id for r, _ in hits], [float(sc) for _, sc in hits])
                      for p, hits in zip(missing, rules.hits(missing) if missing else [], strict=True)}
-            if fresh:
-                with store_session(ws) as store:
-                    save_retrievals(store, rules.fingerprint, fresh)
             known.update(fresh)
             found = [[r for r in map(rules.rule, known[p.pair_id][0]) if r is not None] for p in pairs]
         plan = plan_jobs(_render(ws, config, state.prompt, pairs, found), config.model, config.n, params_for)
-        with store_session(ws) as store:
+        with store_session(ws) as store:  # one short session per chunk for everything it writes and checks
+            if rules and fresh:
+                save_retrievals(store, rules.fingerprint, fresh)
             plan.skip(done_samples(store, plan.probe_ids()))
             if plan.reuse:
                 plan.answer_reuse(stored_completions(store, {key for key, _, _ in plan.reuse}))

@@ -2,8 +2,9 @@
 
 A SIGKILL then loses at most the requests in flight: the next start copies what the journal holds into
 the store (`replay`). Lines are written with one `write` each (a killed process loses none that
-returned) and fsync'd in small groups (a machine crash loses at most a group). A failed write (disk
-full, read-only) is a one-line CotgenError; the caller stops sending at once.
+returned) and fsync'd in small groups by a helper thread (a machine crash loses at most a group; the
+backend's event loop never waits on the disk). A failed write or sync (disk full, read-only) is a
+one-line CotgenError; the caller stops sending at once.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,16 @@ class Journal:
         self.path = path
         self._lock = threading.Lock()
         self._unsynced = 0
-        self._synced_at = time.monotonic()
+        self._failed: OSError | None = None
+        self._wake = threading.Event()
+        self._closed = threading.Event()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as e:
             raise self._error(e) from None
+        self._syncer = threading.Thread(target=self._sync_loop, name="cotgen-journal-sync", daemon=True)
+        self._syncer.start()
 
     def _error(self, e: OSError) -> CotgenError:
         return CotgenError(f"cannot write the run journal {self.path}: {e.strerror or e}; stopped sending "
@@ -45,30 +49,45 @@ class Journal:
         with self._lock:
             if self._fd is None:
                 raise CotgenError(f"the run journal {self.path} is closed")
+            if self._failed is not None:
+                raise self._error(self._failed)
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(self._fd, view):]
-                self._unsynced += 1
-                if self._unsynced >= FSYNC_LINES or time.monotonic() - self._synced_at >= FSYNC_S:
-                    self._sync()
             except OSError as e:
                 raise self._error(e) from None
+            self._unsynced += 1
+            if self._unsynced >= FSYNC_LINES:
+                self._wake.set()
+
+    def _sync_loop(self) -> None:
+        while not self._closed.is_set():
+            self._wake.wait(FSYNC_S)
+            self._wake.clear()
+            self._sync()
 
     def _sync(self) -> None:
-        assert self._fd is not None
-        os.fsync(self._fd)
-        self._unsynced = 0
-        self._synced_at = time.monotonic()
+        with self._lock:
+            fd, pending, self._unsynced = self._fd, self._unsynced, 0
+        if fd is None or not pending:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            self._failed = e
 
     def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        self._syncer.join()
+        self._sync()
         with self._lock:
             if self._fd is not None:
-                try:
-                    self._sync()
-                finally:
-                    os.close(self._fd)
-                    self._fd = None
+                os.close(self._fd)
+                self._fd = None
+        if self._failed is not None:
+            raise self._error(self._failed)
 
     def remove(self) -> None:
         """Delete the journal once the store holds everything in it."""
