@@ -486,6 +486,7 @@ class _RunState:
     stream: StreamPlan | None = None
     prepared: int = 0  # pairs retrieved, rendered and planned so far
     recovered: int = 0  # samples a killed invocation journaled, stored by this one
+    shown_prepared: int = -1
 
     @property
     def planned(self) -> int:
@@ -618,9 +619,10 @@ def _replay(ws: Workspace, run: Run, parser: Parser, writer: BatchWriter) -> lis
 def _progress(state: _RunState, invocation: Invocation, writer: BatchWriter, finished: bool = False) -> None:
     """Two bars: pairs retrieved and planned (ahead of the requests), samples answered and stored."""
     backend = state.backend
-    what = "retrieving rules" if state.rules else "rendering prompts"
-    state.report(ProgressEvent("retrieval", state.prepared, state.pairs, what,
-                               finished=finished or state.prepared == state.pairs))
+    if state.prepared != state.shown_prepared:  # the planner's bar moves only when a chunk is planned
+        state.shown_prepared = state.prepared
+        what = "retrieving rules" if state.rules else "rendering prompts"
+        state.report(ProgressEvent("retrieval", state.prepared, state.pairs, what, finished=state.prepared == state.pairs))
     state.report(ProgressEvent(
         "generate", state.done + invocation.completed, state.expected, state.run.name, finished=finished,
         fields={"rate": f"{invocation.rate():.2f}/s", "tok": invocation.tokens_in + invocation.tokens_out,
