@@ -245,8 +245,9 @@ def kill_resume(ws: Path, log: Path, pairs: int) -> None:
 
     with Store(ws / "store.duckdb", read_only=True) as store:
         stored = store.scalar("SELECT count(*) FROM samples s JOIN runs r USING (run_id) WHERE r.name = 'killed'")
-    print(f"kill/resume ({pairs:,} pairs, killed twice at concurrency 64): server received {len(keys):,} requests "
-          f"({len(keys) - len(set(keys))} repeats), {stored:,} samples stored; paid twice: {len(keys) - stored}")
+    print(f"kill/resume ({pairs:,} pairs, killed twice at concurrency 64): server received {len(keys):,} requests, "
+          f"{stored:,} samples stored (pairs with identical prompts share a request); sent twice: "
+          f"{len(keys) - len(set(keys))} (at most the 2 x 64 in flight at the kills)")
 
 
 def main() -> None:

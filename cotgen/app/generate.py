@@ -73,7 +73,7 @@ FLUSH_ROWS = 256  # a batch is written when it has this many samples...
 FLUSH_S = 1.0  # ...or is this old
 HEARTBEAT_S = 10.0  # the run lease is renewed this often (curation.runs.LEASE_TTL_S says when it lapses)
 RETRIEVE_CHUNK = 512  # pairs per chunk: retrieved, rendered and planned while the previous chunk is in flight
-FIRST_CHUNK = 64  # pairs in the first chunk (a full window of requests); each next chunk doubles up to chunk_pairs
+FIRST_CHUNK = 16  # pairs in the first chunk (the first request waits for their retrieval); then doubling
 PREFETCH_CHUNKS = 2  # chunks planned ahead of the requests (memory holds only these and the ones in flight)
 # Settings that change request keys: a run keeps them fixed (n may grow; more samples per pair are new keys).
 IDENTITY_FIELDS = ("order", "temperature", "top_p", "max_tokens", "seed", "top_logprobs", "structured", "explain_gold")
@@ -498,7 +498,7 @@ class _RunState:
 
 
 def _chunk_plans(state: _RunState, pair_ids: list[str]) -> Iterator[Plan]:
-    """Chunk plans (64 pairs, doubling up to `chunk_pairs`): fetched, retrieved (stored retrievals reused), rendered,
+    """Chunk plans (16 pairs, doubling up to `chunk_pairs`): fetched, retrieved (stored retrievals reused), rendered,
     done keys skipped."""
     ws, config, rules = state.ws, state.config, state.rules
     params_for = sampling_for(ws, config)
