@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -59,11 +62,33 @@ def smollm2_path() -> str:
     return resolve_model("bundled:smollm2-135m-instruct")
 
 
-# A test that asks for one of these loads a real LLM (or serves one): it belongs to the slow tier.
-MODEL_FIXTURES = {"smollm2_path"}
+# The fast tier (`make test-fast`, `-m "not slow"`) holds the tests that load no model, start no server and run
+# no process. A test is slow when it, or a fixture it uses, calls one of these (or asks for the SmolLM2 path).
+SLOW_CALLS = re.compile(r"\b(run_cli|cli|fake_server|transformers_server|judge_server|Embedder|build_index|load_index|"
+                        r"Popen|subprocess\.\w+|pexpect\.\w+)\(")
+SLOW_FIXTURES = {"smollm2_path", "cli", "served"}
+
+
+@functools.cache
+def _calls_something_slow(func: Callable) -> bool:
+    try:
+        source = inspect.getsource(func)
+    except (OSError, TypeError):
+        return False
+    return bool(SLOW_CALLS.search(source.split("\n", 1)[-1]))  # the def line names the function itself
+
+
+def _is_slow(item: pytest.Item) -> bool:
+    if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    funcs = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    if info is not None:
+        funcs += [d.func for defs in info.name2fixturedefs.values() for d in defs]
+    return any(f is not None and _calls_something_slow(f) for f in funcs)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if _is_slow(item):
             item.add_marker(pytest.mark.slow)
