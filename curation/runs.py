@@ -214,14 +214,14 @@ def save_batch(store: Store, completions: list[CompletionRow], samples: list[Sam
         store.con.unregister("samples_batch")
 
 
-def generation_pairs(store: Store, source: str | None = None, limit: int | None = None) -> list[Pair]:
-    """Pairs to generate for, in ingest order, with their gold label after reviews."""
-    return [pair_from_row(r) for r in store.query(sql("runs.pairs"), {"source": source, "limit": limit})]
+def generation_pair_ids(store: Store, source: str | None = None, limit: int | None = None, seed: int = 0) -> list[str]:
+    """Pair ids to generate for, in ingest order; `limit` takes that many from whole queries drawn at random (seeded)."""
+    return [r[0] for r in store.rows(sql("runs.pair_ids"), {"source": source, "limit": limit, "seed": seed})]
 
 
-def generation_pair_ids(store: Store, source: str | None = None, limit: int | None = None) -> list[str]:
-    """The ids of `generation_pairs`, in the same order: a long run reads its pairs chunk by chunk."""
-    return [r[0] for r in store.rows(sql("runs.pair_ids"), {"source": source, "limit": limit})]
+def generation_pairs(store: Store, source: str | None = None, limit: int | None = None, seed: int = 0) -> list[Pair]:
+    """The pairs of `generation_pair_ids`, with their gold label after reviews."""
+    return pairs_by_id(store, generation_pair_ids(store, source, limit, seed))
 
 
 def pairs_by_id(store: Store, pair_ids: list[str]) -> list[Pair]:

@@ -226,3 +226,22 @@ def test_gold_shown_run_reports_label_compliance_and_intrinsic_quality(ws, cli) 
     assert manifest["statistics"]["teacher_quality"]["teacher-gold"]["truncation_rate"] == 0.25
     card = (version / "README.md").read_text()
     assert "| teacher-gold (gold shown) | 4 | 25.0% | 25.0% | 75.0% |" in card and "label compliance, not accuracy" in card
+
+
+def test_limit_draws_whole_queries_at_random_seeded(ws) -> None:
+    from curation.runs import generation_pair_ids
+
+    with open_store(ws) as store:
+        query_of = dict(store.rows("SELECT pair_id, query_id FROM pairs"))
+        ingest_order = generation_pair_ids(store)
+        first = generation_pair_ids(store, limit=40, seed=0)
+        again = generation_pair_ids(store, limit=40, seed=0)
+        other = generation_pair_ids(store, limit=40, seed=1)
+    assert len(first) == 40 and first == again and set(first) != set(other)
+    assert first != ingest_order[:40]  # not the first rows ingested
+    assert first == [p for p in ingest_order if p in set(first)]  # still in ingest order
+    per_query: dict[str, int] = {}
+    for p in first:
+        per_query[query_of[p]] = per_query.get(query_of[p], 0) + 1
+    whole = sum(1 for q, n in per_query.items() if n == sum(1 for v in query_of.values() if v == q))
+    assert whole >= len(per_query) - 1  # only the last query drawn may be cut

@@ -424,7 +424,7 @@ def run_generation(ws: Workspace, options: GenerateOptions, report: Reporter = s
               started_at=datetime.now(timezone.utc).replace(tzinfo=None))
     lease = Lease.mine(uuid.uuid4().hex)
     with store_session(ws) as store:
-        pair_ids = generation_pair_ids(store, options.source, options.limit)
+        pair_ids = generation_pair_ids(store, options.source, options.limit, config.seed)
         if not pair_ids:
             where = f" from source '{options.source}'" if options.source else ""
             raise CotgenError(f"no pairs{where} in the store; run `cotgen ingest` first")
@@ -673,7 +673,7 @@ def preview_prompt(ws: Workspace, options: GenerateOptions) -> PromptPreview:
     config = options.backend_config(ws)
     prompt = load_prompt(options.role, config.prompt)
     with open_store(ws, read_only=True) as store:
-        pairs = generation_pairs(store, options.source, 1)
+        pairs = generation_pairs(store, options.source, 1, config.seed)
     if not pairs:
         raise CotgenError("no pairs in the store; run `cotgen ingest` first")
     search = rule_search(ws).search if options.role == "teacher" else None

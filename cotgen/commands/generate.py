@@ -85,7 +85,7 @@ def generate_command(
     backend: Annotated[Literal["openai", "transformers", "vllm"] | None, typer.Option("--backend", help="Default: from cotgen.toml.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name, path or bundled:NAME.")] = None,
     n: Annotated[int | None, typer.Option("-n", "--n", min=1, help="Samples per pair.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first K pairs (ingest order).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="K pairs from whole queries drawn at random (seeded by the role's seed; only the last query may be cut).")] = None,
     source: Annotated[str | None, typer.Option("--source", help="Only pairs from this source.")] = None,
     run: Annotated[str | None, typer.Option("--run", help="Run name (default: role-model-settings hash; same name continues).")] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, help="Requests in flight per endpoint (openai).")] = None,

@@ -53,19 +53,17 @@ SELECT sample_id, run_id, pair_id, sample_index, steps::JSON, predicted_label, l
        parse_reason, consistent, correct, rule_ids, gold_label
 FROM samples_batch
 
--- name: pairs
-SELECT pair_id, source, query_id, query, title, description, attributes, raw_label, label, scheme
-FROM gold_pairs
-WHERE ($source::VARCHAR IS NULL OR source = $source)
-ORDER BY source, source_row, pair_id
-LIMIT $limit
-
 -- name: pair_ids
-SELECT pair_id
-FROM gold_pairs
-WHERE ($source::VARCHAR IS NULL OR source = $source)
-ORDER BY source, source_row, pair_id
-LIMIT $limit
+-- The pairs a run generates for, in ingest order. With a limit, the pairs of whole queries drawn in a seeded
+-- random order, $limit in all (only the last query drawn may be cut): a sample of queries, not the first rows.
+WITH picked AS (
+    SELECT pair_id, source, source_row
+    FROM gold_pairs
+    WHERE ($source::VARCHAR IS NULL OR source = $source)
+    ORDER BY md5(query_id || ':' || $seed::VARCHAR), query_id, source, source_row, pair_id
+    LIMIT $limit
+)
+SELECT pair_id FROM picked ORDER BY source, source_row, pair_id
 
 -- name: pairs_by_id
 SELECT g.pair_id, g.source, g.query_id, g.query, g.title, g.description, g.attributes, g.raw_label, g.label, g.scheme
