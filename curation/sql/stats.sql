@@ -137,7 +137,7 @@ GROUP BY run_id
 ORDER BY run_id;
 
 -- name: has_judge
--- Whether the store has the step judge's tables (a store opened read-only before migration 008 lacks them).
+-- Whether the store has the step judge's tables (a store opened read-only before migration 007 lacks them).
 SELECT count(*) FROM information_schema.tables WHERE table_name = 'judge_step_labels';
 
 -- name: judged_wrong
