@@ -49,16 +49,14 @@ def export(ws: Workspace, name: str | None = None, kinds: list[str] | None = Non
     """Export `name` (default [export].name) as a new version, or nothing when its rows are unchanged."""
     cfg = ws.config.export
     order = order or cfg.format
-    steps = 0
 
     def progress(message: str) -> None:
-        nonlocal steps
-        steps += 1
-        report(ProgressEvent("export", steps, description=f"export: {message}"))
+        # A phase, not a count: completed stays 0, so the display shows the phase alone.
+        report(ProgressEvent("export", 0, description=f"export: {message}"))
 
     result = export_dataset(ws, name or cfg.name, expand_kinds(kinds, ws), order, policy_prompt_renderer(ws, order),
                             embed=diversity_embedder(ws), progress=progress)
-    report(ProgressEvent("export", steps, description="export: done", finished=True))
+    report(ProgressEvent("export", 0, description="export: done", finished=True))
     return result
 
 

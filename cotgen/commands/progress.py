@@ -66,5 +66,5 @@ class ProgressDisplay:
         now = time.monotonic()
         if e.finished or now - self.last_line[e.task] >= self.log_every_s:
             self.last_line[e.task] = now
-            of = f"/{e.total:,}" if e.total is not None else ""
-            err_console.print(f"{description}: {e.completed:,}{of}{'  ' + extra if extra else ''}", highlight=False)
+            count = f": {e.completed:,}" + (f"/{e.total:,}" if e.total is not None else "") if e.total or e.completed else ""
+            err_console.print(f"{description}{count}{'  ' + extra if extra else ''}", highlight=False)
