@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -50,6 +51,9 @@ def pct(v: float | None) -> str:
     return "-" if v is None else f"{v:.1%}"
 
 
+_NUMBER = re.compile(r"[-+]?[\d,.]*\d[\d,.]*\s*(%|s|ms|x)?|-|")
+
+
 def table(title: str, columns: list[str], rows: list[list[Any]], whole: tuple[str, ...] = ()) -> Table:
     """A rich table that reads at 80 columns and in logs: the title gets its own line where it fits (never
     broken mid-word by a narrow table), values fold instead of ending in an ellipsis, and the `whole` columns
@@ -58,7 +62,8 @@ def table(title: str, columns: list[str], rows: list[list[Any]], whole: tuple[st
     t = Table(title=title, title_justify="left", min_width=min(len(title), console.width))
     widths = _word_widths(columns, cells, whole)
     for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right", overflow="fold", no_wrap=c in whole,
+        numeric = i > 0 and all(_NUMBER.fullmatch(r[i]) for r in cells)  # text reads from the left, figures align right
+        t.add_column(c, justify="right" if numeric else "left", overflow="fold", no_wrap=c in whole,
                      min_width=widths.get(i))
     for r in cells:
         t.add_row(*r)
