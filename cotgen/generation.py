@@ -225,34 +225,56 @@ class StreamPlan:
             return prompt, followers
 
 
-def prefetch(items: Iterator[Any], depth: int, stop: threading.Event) -> Iterator[Any]:
-    """`items` computed ahead in a thread, at most `depth` waiting: the next chunk's retrieval overlaps requests."""
-    ahead: queue.Queue = queue.Queue(maxsize=depth)
+class Prefetch:
+    """`items` computed ahead in a thread, at most `depth` waiting: the next chunk's retrieval overlaps requests.
 
-    def produce() -> None:
+    `close()` sets `stop` and waits for the thread (at most the item it is computing): a thread still inside
+    DuckDB or torch when the interpreter exits aborts the process.
+    """
+
+    def __init__(self, items: Iterator[Any], depth: int, stop: threading.Event):
+        self.items = items
+        self.stop = stop
+        self.ahead: queue.Queue = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._produce, name="cotgen-prefetch", daemon=True)
+        self.thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.ahead.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
         try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        ahead.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+            for item in self.items:
+                if not self._put(item):
                     return
         except BaseException as e:  # noqa: BLE001 - raised in the consumer's thread
-            ahead.put(_Crash(e))
+            self._put(_Crash(e))
         finally:
-            ahead.put(_DONE)
+            self._put(_DONE)
 
-    threading.Thread(target=produce, name="cotgen-prefetch", daemon=True).start()
-    while True:
-        item = ahead.get()
-        if item is _DONE:
-            return
-        if isinstance(item, _Crash):
-            raise item.error
-        yield item
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            try:
+                item = self.ahead.get(timeout=0.2)
+            except queue.Empty:
+                if self.thread.is_alive():
+                    continue
+                return  # stopped before it could say so
+            if item is _DONE:
+                return
+            if isinstance(item, _Crash):
+                raise item.error
+            yield item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def plan_jobs(prompts: Iterable[PairPrompt], model: str, n: int, params_for: Callable[[Pair], SamplingParams]) -> Plan:

@@ -32,11 +32,11 @@ from cotgen.generation import (
     PairPrompt,
     Parser,
     Plan,
+    Prefetch,
     Result,
     StreamPlan,
     generate,
     plan_jobs,
-    prefetch,
 )
 from cotgen.prompting import Prompt, load_prompt
 from cotgen.structured import answer_schema
@@ -532,9 +532,18 @@ def _chunk_plans(state: _RunState, pair_ids: list[str]) -> Iterator[Plan]:
 def _drive(state: _RunState, todo: list[str], writer: BatchWriter, parser: Parser, journal: Journal,
            invocation: Invocation, interrupts: Interrupts) -> RunStatus:
     """Stream the pairs to the backend and the answers to the journal and the store; stopped cleanly on interrupt."""
-    budget, run = state.options.budget, state.run
     stop = threading.Event()
-    chunks = prefetch(_chunk_plans(state, todo), PREFETCH_CHUNKS, stop)
+    chunks = Prefetch(_chunk_plans(state, todo), PREFETCH_CHUNKS, stop)
+    try:
+        return _send(state, chunks, stop, writer, parser, journal, invocation, interrupts)
+    finally:
+        with interrupts.shielded():
+            chunks.close()
+
+
+def _send(state: _RunState, chunks: Prefetch, stop: threading.Event, writer: BatchWriter, parser: Parser,
+          journal: Journal, invocation: Invocation, interrupts: Interrupts) -> RunStatus:
+    budget, run = state.options.budget, state.run
     waiting: list[Plan] = []
     for plan in chunks:  # plan until there is work: a run with nothing left loads no model
         waiting.append(plan)
