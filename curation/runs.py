@@ -145,14 +145,9 @@ def complete_pairs(store: Store, run_id: str, n: int) -> set[str]:
 
 
 def _probe(store: Store, keys: Iterable[str], statement: str, params: list | None = None) -> list[tuple]:
-    probe = pa.table({"key": pa.array(list(keys), pa.string())})
-    if probe.num_rows == 0:
-        return []
-    store.con.register("done_probe", probe)
-    try:
-        return store.rows(sql(statement), params)
-    finally:
-        store.con.unregister("done_probe")
+    """Rows of `statement` for these keys, passed as one list parameter (its first `?`)."""
+    probe = list(keys)
+    return store.rows(sql(statement), [probe, *(params or [])]) if probe else []
 
 
 def done_keys(store: Store, keys: Iterable[str]) -> set[str]:

@@ -3,8 +3,8 @@
 The hot path speaks the chat-completions wire format itself instead of going through the SDK's
 request and response models, which cost 2-4 ms of CPU per request and cap one client well below what a
 fleet of servers answers. Plain http:// endpoints use the lean keep-alive client in http1.py; https://
-and proxied ones use httpx2 (the HTTP library AsyncOpenAI runs on). AsyncOpenAI checks each endpoint
-once at start-up (`models.list`), so a wrong URL or key fails with one clear message.
+and proxied ones use httpx2 (the HTTP library AsyncOpenAI runs on). Each endpoint is checked once at start-up
+(GET /models), so a wrong URL or key fails with one clear message.
 """
 
 from __future__ import annotations
@@ -150,22 +150,18 @@ class OpenAIBackend(Backend):
             await asyncio.gather(*(ep.aclose() for ep in self.endpoints))
 
     async def _check(self) -> None:
-        """Fail fast with one line when an endpoint is unreachable or refuses the key."""
-        from openai import APIConnectionError, APIStatusError, AsyncOpenAI
-
-        for url in self.options.base_urls:
-            client = AsyncOpenAI(base_url=url, api_key=self.api_key, max_retries=0, timeout=min(self.options.timeout_s, 30.0))
-            try:
-                await client.models.list()
-            except APIConnectionError as e:
-                raise CotgenError(f"backend openai: cannot reach {url}: {e}") from None
-            except APIStatusError as e:
-                if e.status_code in (401, 403):
+        """Fail fast with one line when an endpoint is unreachable or refuses the key (GET /models)."""
+        headers = {"authorization": f"Bearer {self.api_key}"}
+        async with httpx2.AsyncClient(timeout=min(self.options.timeout_s, 30.0), headers=headers) as client:
+            for url in self.options.base_urls:
+                try:
+                    r = await client.get(url.rstrip("/") + "/models")
+                except httpx2.TransportError as e:
+                    raise CotgenError(f"backend openai: cannot reach {url}: {type(e).__name__}: {e}") from None
+                if r.status_code in (401, 403):
                     raise CotgenError(f"backend openai: {url} refused the API key from ${self.options.api_key_env} "
-                                      f"(HTTP {e.status_code})") from None
+                                      f"(HTTP {r.status_code})")
                 # Any other answer means the server is there (`transformers serve` answers /models with a 500).
-            finally:
-                await client.close()
 
     # ---- one job: all its samples, in one request with `n` where the server honours it
     async def _job(self, job: Job, emit: Emit) -> None:

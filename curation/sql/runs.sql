@@ -28,14 +28,14 @@ SELECT pair_id FROM samples WHERE run_id = ? AND sample_index < ?
 GROUP BY pair_id HAVING count(DISTINCT sample_index) = ?
 
 -- name: done_keys
-SELECT k.key FROM done_probe k SEMI JOIN samples s ON s.sample_id = k.key
+SELECT k.key FROM (SELECT unnest(?::VARCHAR[]) AS key) k SEMI JOIN samples s ON s.sample_id = k.key
 
 -- name: done_samples
-SELECT s.sample_id, s.pair_id FROM done_probe k JOIN samples s ON s.sample_id = k.key
+SELECT s.sample_id, s.pair_id FROM (SELECT unnest(?::VARCHAR[]) AS key) k JOIN samples s ON s.sample_id = k.key
 
 -- name: stored_completions
 SELECT c.request_key, c.text, c.reasoning, c.finish_reason, c.logprobs, c.latency_s, c.attempts
-FROM done_probe k JOIN completions c ON c.request_key = k.key
+FROM (SELECT unnest(?::VARCHAR[]) AS key) k JOIN completions c ON c.request_key = k.key
 
 -- name: insert_completions
 INSERT OR IGNORE INTO completions
@@ -67,11 +67,11 @@ SELECT pair_id FROM picked ORDER BY source, source_row, pair_id
 
 -- name: pairs_by_id
 SELECT g.pair_id, g.source, g.query_id, g.query, g.title, g.description, g.attributes, g.raw_label, g.label, g.scheme
-FROM done_probe k JOIN gold_pairs g ON g.pair_id = k.key
+FROM (SELECT unnest(?::VARCHAR[]) AS key) k JOIN gold_pairs g ON g.pair_id = k.key
 
 -- name: stored_retrievals
 SELECT r.pair_id, r.rule_ids, r.scores
-FROM done_probe k JOIN retrievals r ON r.pair_id = k.key
+FROM (SELECT unnest(?::VARCHAR[]) AS key) k JOIN retrievals r ON r.pair_id = k.key
 WHERE r.fingerprint = ?
 
 -- name: insert_retrievals
