@@ -20,6 +20,7 @@ from schemas.errors import CotgenError
 from schemas.models import cache_dir, resolve_model
 
 DEFAULT_EMBEDDER = "bundled:all-minilm-l6-v2"
+SORT_WINDOW = 1024  # texts per encode call: long enough to sort by length, short enough for a moving progress bar
 Progress = Callable[[int], None]
 
 
@@ -83,7 +84,7 @@ class EmbeddingCache:
 class Embedder:
     """A named sentence-transformers model; the model loads once per process and device."""
 
-    def __init__(self, name: str = DEFAULT_EMBEDDER, device: str = "auto", batch_size: int = 64,
+    def __init__(self, name: str = DEFAULT_EMBEDDER, device: str = "auto", batch_size: int = 32,
                  cache_root: Path | None = None):
         self.name = name
         self.device = pick_device(device)
@@ -103,14 +104,15 @@ class Embedder:
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         """Unit-normalised float32 vectors, one row per text, embedded in batches."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            batch = list(texts[start:start + self.batch_size])
-            out[start:start + len(batch)] = self.model.encode(
-                batch, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+        # sentence-transformers sorts each call's texts by length, so a call of many batches pads far less.
+        for start in range(0, len(texts), SORT_WINDOW):
+            window = list(texts[start:start + SORT_WINDOW])
+            out[start:start + len(window)] = self.model.encode(
+                window, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
                 show_progress_bar=False,
             )
             if progress is not None:
-                progress(len(batch))
+                progress(len(window))
         return out
 
     def encode_cached(self, texts: Sequence[str], progress: Progress | None = None) -> tuple[np.ndarray, list[int]]:

@@ -186,7 +186,7 @@ class RuleIndex:
     @classmethod
     def build(cls, docs: list[Rule], index_dir: Path, embedder: str = DEFAULT_EMBEDDER, kind: str = "auto", *,
               params: dict[str, int] | None = None, approx_above: int = APPROX_ABOVE, device: str = "auto",
-              batch_size: int = 64, cache_root: Path | None = None, progress: Progress | None = None) -> RuleIndex:
+              batch_size: int = 32, cache_root: Path | None = None, progress: Progress | None = None) -> RuleIndex:
         """Embed `docs` (only texts missing from the cache go through the model), index and persist them.
 
         Idempotent: when `index_dir` already holds this exact index nothing is rewritten. `progress` is
