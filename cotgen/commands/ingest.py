@@ -99,7 +99,7 @@ def status_command(workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False
     console.print(table("runs", ["run", "role", "status", "samples", "model"],
                         [[r["name"], f"{r['role']}, gold shown" if r["gold_shown"] else r["role"], r["status"],
                           r["samples"], r["model"]] for r in status["runs"]],
-                        whole=("run",)))
+                        whole=("run", "model")))
     console.print(table("reviews", ["annotator", "decisions"], [[r["annotator"], r["decisions"]] for r in status["reviews"]]))
     console.print(table("datasets", ["name", "version", "hash"],
                         [[r["name"], f"v{r['version']}", r["content_hash"][:12]] for r in status["datasets"]],
