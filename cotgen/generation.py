@@ -197,7 +197,12 @@ class StreamPlan:
                         self._hold(prompt, len(rest))
                         self._inflight.update((k, job) for _, k in rest)
                 for key, fs in chunk.followers.items():
-                    self._followers.setdefault(key, []).extend(fs)
+                    if key in self._answered:  # its owner in this chunk got the answer above: so do they
+                        answered = self._answered[key]
+                        ready += [reuse_outcome(key, f, answered.job, vars(answered)) for f in fs]
+                        chunk.prompts.update((f.prompt.pair.pair_id, f.prompt) for f in fs)
+                    else:
+                        self._followers.setdefault(key, []).extend(fs)
                 for outcome in ready:
                     self._hold(chunk.prompts.get(outcome.job.pair_id) or self._prompts[outcome.job.pair_id], 1)
             for outcome in ready:

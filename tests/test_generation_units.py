@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cotgen.backends.base import Job, SamplingParams, TokenAlternatives
+from cotgen.backends.base import Job, Outcome, SamplingParams, TokenAlternatives
 from cotgen.backends.limits import AdaptiveLimit, backoff_s, retry_after_s
-from cotgen.generation import Budget, PairPrompt, follower_id, plan_jobs, request_key
+from cotgen.generation import Budget, PairPrompt, StreamPlan, follower_id, plan_jobs, request_key
 from cotgen.labelprobs import label_distribution
 from cotgen.prompting import load_prompt, shipped_prompts
 from cotgen.structured import answer_schema, parse_structured, validate
@@ -71,6 +71,28 @@ def test_identical_prompts_share_a_job_and_a_key_answered_for_another_pair_is_re
     plan.answer_reuse({shared[0]: stored})
     assert [(o.key, o.shared_from, o.reasoning, o.logprobs[0].top) for o in plan.ready] == \
         [(follower_id(shared[0], p), shared[0], stored["reasoning"], (("Label", -0.1),)) for p in ("p7", "p8")]
+
+
+def test_identical_prompts_in_a_later_chunk_all_get_the_answer_already_given() -> None:
+    """Four identical pairs over two chunks: the second chunk's owner AND its follower reuse the answer."""
+    same = ({"role": "user", "content": "same"},)
+    first = plan_jobs([PairPrompt(pair=_pair(1), messages=same), PairPrompt(pair=_pair(2), messages=same)], "m", 1,
+                      lambda p: SamplingParams())
+    second = plan_jobs([PairPrompt(pair=_pair(3), messages=same), PairPrompt(pair=_pair(4), messages=same)], "m", 1,
+                       lambda p: SamplingParams())
+    delivered: list[Outcome] = []
+    stream = StreamPlan(iter([first, second]))
+    stream.bind(delivered.append)
+    jobs = iter(stream.jobs)
+    job = next(jobs)
+    answer = Outcome(job=job, sample_index=0, key=job.samples[0][1], text="Label: L3", finish_reason="stop")
+    prompt, followers = stream.route(answer)  # answered before the second chunk is planned
+    assert [prompt.pair.pair_id, *(f.prompt.pair.pair_id for f in followers)] == ["p1", "p2"]
+    assert list(jobs) == [], "no second request for the same prompt"
+    assert sorted(o.job.pair_id for o in delivered) == ["p3", "p4"]
+    assert all(o.shared_from == answer.key and o.text == "Label: L3" for o in delivered)
+    for o in delivered:
+        assert stream.route(o)[0].pair.pair_id == o.job.pair_id
 
 
 def test_budget_truncates_the_last_job_and_says_why() -> None:
