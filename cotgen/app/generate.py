@@ -554,15 +554,29 @@ def _send(state: _RunState, chunks: Prefetch, stop: threading.Event, writer: Bat
         list(state.stream.jobs)  # count what the chunks found done
         return "done"
     state.backend = create_backend(state.config)
-    interrupted = False
     _progress(state, invocation, writer)
+    results = generate(state.backend, state.stream, parser, budget, stop,
+                       durable=lambda o, p, fs: journal.append(_journal_record(run, o, p, fs)))
+    interrupted = store_results(results, writer, invocation, interrupts, stop,
+                                lambda: _progress(state, invocation, writer))
+    _progress(state, invocation, writer, finished=True)
+    if interrupted:
+        raise KeyboardInterrupt
+    return "stopped" if budget.exhausted else "done"
+
+
+def store_results(results: Iterator[Result | None], writer: BatchWriter, invocation: Invocation,
+                  interrupts: Interrupts, stop: threading.Event, progress: Callable[[], None]) -> bool:
+    """Count, batch and show each result as it comes, keeping the lease; True when interrupted.
+
+    However it ends, `stop` is set (the backend stops sending) and the last batch is stored.
+    """
     try:
-        for result in generate(state.backend, state.stream, parser, budget, stop,
-                               durable=lambda o, p, fs: journal.append(_journal_record(run, o, p, fs))):
+        for result in results:
             if result is not None:
                 invocation.count(result)
                 writer.add(result)
-            _progress(state, invocation, writer)
+            progress()
             if writer.due():
                 with interrupts.shielded():
                     writer.flush()
@@ -571,15 +585,12 @@ def _send(state: _RunState, chunks: Prefetch, stop: threading.Event, writer: Bat
             if interrupts.pending:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
-        interrupted = True
+        return True
     finally:
         stop.set()
         with interrupts.shielded():
             writer.flush(final=True)
-    _progress(state, invocation, writer, finished=True)
-    if interrupted or interrupts.pending:
-        raise KeyboardInterrupt
-    return "stopped" if budget.exhausted else "done"
+    return interrupts.pending
 
 
 def _journal_record(run: Run, o: Outcome, prompt: PairPrompt, followers: list[Follower]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from cotgen.app.generate import BatchWriter, Interrupts, Invocation
+from cotgen.app.generate import BatchWriter, Interrupts, Invocation, store_results
 from cotgen.app.index import index_dir, load_index
 from cotgen.app.progress import Notice, ProgressEvent, Reporter, silent
 from cotgen.backends import create_backend
@@ -225,27 +225,12 @@ def run_judge(ws: Workspace, options: JudgeOptions, report: Reporter = silent) -
 def _drive(ws: Workspace, run: JudgeRun, backend: Backend, plan: Plan, parser: _Verdicts, writer: JudgeWriter,
            budget: Budget, invocation: Invocation, interrupts: Interrupts, report: Reporter) -> str:
     stop = threading.Event()
-    interrupted = False
     report(_progress(run, plan, invocation, writer, backend))
-    try:
-        for result in generate(backend, plan, parser, budget, stop):  # type: ignore[arg-type]  # same interface
-            if result is not None:
-                invocation.count(result)
-                writer.add(result)
-                report(_progress(run, plan, invocation, writer, backend))
-            if writer.due():
-                with interrupts.shielded():
-                    writer.flush()
-            if interrupts.pending:
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        stop.set()
-        with interrupts.shielded():
-            writer.flush(final=True)
+    interrupted = store_results(generate(backend, plan, parser, budget, stop),  # type: ignore[arg-type]  # same interface
+                                writer, invocation, interrupts, stop,
+                                lambda: report(_progress(run, plan, invocation, writer, backend)))
     report(_progress(run, plan, invocation, writer, backend, finished=True))
-    if interrupted or interrupts.pending:
+    if interrupted:
         with interrupts.shielded(), open_store(ws) as store:
             summary = _summary(run, plan, invocation, writer, budget, backend, judge_run_summary(store, run.judge_run_id))
             finish_judge_run(store, run.judge_run_id, "stopped", summary.to_dict())
