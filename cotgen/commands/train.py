@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -36,45 +37,35 @@ def render_train(result: TrainResult) -> None:
 def _train_command(kind: TrainerKind, dataset: str, model: str | None, output: Path | None, max_steps: int | None,
                    lora: bool, overrides: list[str] | None, config: Path | None, workspace: Path, as_json: bool) -> None:
     ws = open_workspace(workspace)
-    cfg = build_config(kind, max_steps, lora, overrides, config)
     with ProgressDisplay(quiet=as_json) as show:
-        result = train_run(ws, kind, dataset, cfg, model, output, report=show)
+        result = train_run(ws, kind, dataset, functools.partial(build_config, kind, max_steps, lora, overrides, config),
+                           model, output, report=show)
     if as_json:
         emit_json(result.to_dict())
         return
     render_train(result)
 
 
-@app.command("sft")
-def sft_command(dataset: DatasetOpt, model: ModelOpt = None, output: OutputOpt = None, max_steps: MaxStepsOpt = None,
+TRAINERS = {
+    "sft": "Supervised fine-tuning on the `sft` set (loss on the answer). Re-run to resume from the last checkpoint.",
+    "dpo": "DPO on the `dpo` set (stage 2; start from the SFT run). Re-run to resume from the last checkpoint.",
+    "grpo": "GRPO on the `grpo` set (stage 3): label + format rewards, plus step rewards when a `steps` set exists.",
+    "srpo": "SRPO on the `grpo` set (TaoSR-SHE): GRPO whose step tokens get credit from a step judge and human step marks.",
+}
+
+
+def _register(kind: str, doc: str) -> None:
+    def command(dataset: DatasetOpt, model: ModelOpt = None, output: OutputOpt = None, max_steps: MaxStepsOpt = None,
                 lora: LoraOpt = False, overrides: SetOpt = None, config: ConfigOpt = None,
                 workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
-    """Supervised fine-tuning on the `sft` set (loss on the answer). Re-run to resume from the last checkpoint."""
-    _train_command("sft", dataset, model, output, max_steps, lora, overrides, config, workspace, as_json)
+        _train_command(kind, dataset, model, output, max_steps, lora, overrides, config, workspace, as_json)
+
+    command.__doc__ = doc
+    app.command(kind)(command)
 
 
-@app.command("dpo")
-def dpo_command(dataset: DatasetOpt, model: ModelOpt = None, output: OutputOpt = None, max_steps: MaxStepsOpt = None,
-                lora: LoraOpt = False, overrides: SetOpt = None, config: ConfigOpt = None,
-                workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
-    """DPO on the `dpo` set (stage 2; start from the SFT run). Re-run to resume from the last checkpoint."""
-    _train_command("dpo", dataset, model, output, max_steps, lora, overrides, config, workspace, as_json)
-
-
-@app.command("grpo")
-def grpo_command(dataset: DatasetOpt, model: ModelOpt = None, output: OutputOpt = None, max_steps: MaxStepsOpt = None,
-                 lora: LoraOpt = False, overrides: SetOpt = None, config: ConfigOpt = None,
-                 workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
-    """GRPO on the `grpo` set (stage 3): label + format rewards, plus step rewards when a `steps` set exists."""
-    _train_command("grpo", dataset, model, output, max_steps, lora, overrides, config, workspace, as_json)
-
-
-@app.command("srpo")
-def srpo_command(dataset: DatasetOpt, model: ModelOpt = None, output: OutputOpt = None, max_steps: MaxStepsOpt = None,
-                 lora: LoraOpt = False, overrides: SetOpt = None, config: ConfigOpt = None,
-                 workspace: WorkspaceOpt = Path("."), as_json: JsonOpt = False) -> None:
-    """SRPO on the `grpo` set (TaoSR-SHE): GRPO whose step tokens get credit from a step judge and human step marks."""
-    _train_command("srpo", dataset, model, output, max_steps, lora, overrides, config, workspace, as_json)
+for _kind, _doc in TRAINERS.items():
+    _register(_kind, _doc)
 
 
 def render_eval(report: EvalReport) -> None:
