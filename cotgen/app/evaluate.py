@@ -58,9 +58,9 @@ def evaluate_model(ws: Workspace, model: str, dataset: str, mode: EvalMode | Non
                    limit: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
                    output: Path | None = None, report: Reporter = silent) -> EvalReport:
     """`cotgen eval`: `dataset` is NAME[@vK][:split] (default split: test); tiers from [training].tiers."""
+    version, split = open_export(ws, dataset, allow_split=True)  # before torch loads: a wrong name is instant
     from training.evaluate import EvalOptions
 
-    version, split = open_export(ws, dataset, allow_split=True)
     tcfg = ws.config.training
     opts = EvalOptions(split=split or "test", mode=mode, limit=limit, batch_size=batch_size,
                        max_new_tokens=max_new_tokens or tcfg.max_new_tokens, cumpt=cumpt,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,10 +237,13 @@ def run_trainer(ws: Workspace, kind: TrainerKind, version: ExportedVersion, mode
     return TrainResult(kind, version, model, run)
 
 
-def train(ws: Workspace, kind: TrainerKind, dataset: str, cfg: CotgenFields, model: str | None = None,
-          output: Path | None = None, report: Reporter = silent) -> TrainResult:
-    """`cotgen train KIND`: the run directory defaults to runs/NAME-KIND; re-running it resumes."""
+def train(ws: Workspace, kind: TrainerKind, dataset: str, make_config: Callable[[], CotgenFields],
+          model: str | None = None, output: Path | None = None, report: Reporter = silent) -> TrainResult:
+    """`cotgen train KIND`: the run directory defaults to runs/NAME-KIND; re-running it resumes.
+
+    The config is made once the dataset is found: making it imports TRL (seconds), a wrong name is instant."""
     version, _ = open_export(ws, dataset)
+    cfg = make_config()
     out = ws.path(str(output)) if output else ws.runs_dir / f"{version.name}-{kind}"
     return run_trainer(ws, kind, version, model_ref(ws, model), out, cfg, report)
 
