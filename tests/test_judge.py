@@ -342,8 +342,30 @@ def test_budget_and_sigterm_stop_a_run_that_the_same_command_continues(ws: Works
         kept = judged_count(ws)
         rules.latency_s = 0.0
         summary = json.loads(run_cli("judge", "-w", str(ws.root), "--json").stdout)
+    # Answers that arrived after the stop are journaled, not lost: the re-run stores them without asking again.
     assert summary["already_done"] == kept and summary["judged"] == len(samples) - kept
+    assert rules.requests == len(samples), "no CoT judged twice"
     assert summary["status"] == "done" and summary["store"]["judgements"] == len(samples)
+
+
+def test_a_killed_judge_run_pays_again_only_for_the_requests_in_flight(ws: Workspace) -> None:
+    samples = teacher_store(ws, 12)
+    with judge_server() as (url, rules):
+        configure(ws.root, "judge", backend="openai", model="fixed-judge", base_urls=[url], concurrency=2)
+        rules.latency_s = 0.1
+        for kill in (3, 8):  # SIGKILL: no handler runs, the batch the writer holds in memory dies with the process
+            proc = subprocess.Popen([*COTGEN, "judge", "-w", str(ws.root), "--json"], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 120
+            while rules.requests < kill and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.02)
+            proc.kill()
+            proc.wait()
+        rules.latency_s = 0.0
+        summary = json.loads(run_cli("judge", "-w", str(ws.root), "--json").stdout)
+    assert summary["status"] == "done" and summary["store"]["judgements"] == len(samples)
+    assert rules.requests - len(samples) <= 2 * 2, "sent twice: at most the 2 requests in flight at each kill"
+    assert not list((ws.root / "journal").glob("judge-*.jsonl")), "the journal goes once the store has it all"
 
 
 def judged_count(ws: Workspace) -> int:

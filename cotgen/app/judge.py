@@ -2,12 +2,13 @@
 
 CoTs come from the store, their rules from the index, messages from cotgen.judge; cotgen.generation drives
 the backend (one job per CoT, keyed by the judge request and the sample id) and generation's batch writer
-and interrupt shielding store the verdicts, so a killed run loses at most the batch in flight and a re-run
-never judges a stored key again.
+and interrupt shielding store the verdicts. Answers are journaled as they arrive, as generation's are, so a
+killed run loses at most the requests in flight and a re-run never judges a stored key again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -15,10 +16,12 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
 from cotgen.app.generate import BatchWriter, Interrupts, Invocation, store_results
 from cotgen.app.index import index_dir, load_index
+from cotgen.app.journal import Journal, read_journal
 from cotgen.app.progress import Notice, ProgressEvent, Reporter, silent
 from cotgen.backends import create_backend
 from cotgen.backends.base import Backend, Job, Outcome, SamplingParams
@@ -204,30 +207,72 @@ def run_judge(ws: Workspace, options: JudgeOptions, report: Reporter = silent) -
             raise CotgenError(f"no CoT samples with steps in the {which}; run `cotgen generate` first")
         run = open_judge_run(store, run)
     plan, parser = plan_judgements(ws, config, prompt, candidates, _rules(ws, candidates, report))
+    writer = JudgeWriter(ws, run, report)
     with open_store(ws) as store:
         plan.skip(done_keys(store, plan.keys()))
+    journal_file = journal_path(ws, run.judge_run_id)
+    recovered = _replay(journal_file, plan, parser, writer)
+    if recovered:
+        report(Notice(f"stored {recovered:,} verdicts a killed judge run had received (journal {journal_file.name})"))
     backend: Backend | None = create_backend(config) if plan.jobs else None
     invocation = Invocation()  # after loading a local model: throughput is the judging's own
-    writer = JudgeWriter(ws, run, report)
+    invocation.completed += recovered
     status = "done"
+    journal = Journal(journal_file)
     with Interrupts() as interrupts:
-        if backend is not None:
-            status = _drive(ws, run, backend, plan, parser, writer, options.budget, invocation, interrupts, report)
+        try:
+            if backend is not None:
+                status = _drive(ws, run, backend, plan, parser, writer, journal, options.budget, invocation,
+                                interrupts, report)
+        except BaseException:
+            with contextlib.suppress(CotgenError):  # the error being raised says more
+                journal.close()
+            raise
         with interrupts.shielded(), open_store(ws) as store:
             summary = _summary(run, plan, invocation, writer, options.budget, backend, judge_run_summary(store, run.judge_run_id))
             if status == "done" and summary.missing:
                 status = "failed" if invocation.failed else "stopped"
             summary.status = status
             finish_judge_run(store, run.judge_run_id, status, summary.to_dict())
+    journal.remove()  # the store holds every verdict now
     return summary
 
 
+def journal_path(ws: Workspace, judge_run_id: str) -> Path:
+    """Where a judge run's answers are journaled until the store has them."""
+    return ws.root / "journal" / f"judge-{judge_run_id}.jsonl"
+
+
+def _replay(path: Path, plan: Plan, parser: _Verdicts, writer: JudgeWriter) -> int:
+    """Store the answers a killed invocation journaled for jobs still planned and drop those jobs; returns how many.
+
+    Like generation's, they count as this invocation's work (paid before, stored now), not as already done."""
+    jobs = {key: job for job in plan.jobs for _, key in job.samples}
+    records = {r["key"]: r for r in read_journal(path) if r.get("key") in jobs}
+    for r in records.values():
+        job = jobs[r["key"]]
+        o = Outcome(job=job, sample_index=0, key=r["key"], text=r["text"], finish_reason=r["finish_reason"],
+                    tokens_in=r["tokens_in"], tokens_out=r["tokens_out"], latency_s=r["latency_s"],
+                    attempts=r["attempts"])
+        pair_prompt = plan.prompts[job.pair_id]
+        writer.add(Result(o, pair_prompt, parser.sample(o, pair_prompt.pair)))  # type: ignore[arg-type]  # a Judgement
+    writer.flush(final=True)
+    plan.jobs = [job for job in plan.jobs if job.samples[0][1] not in records]  # one sample per judge job
+    return len(records)
+
+
+def _journal_record(o: Outcome) -> dict[str, Any]:
+    return {"key": o.key, "text": o.text, "finish_reason": o.finish_reason, "tokens_in": o.tokens_in,
+            "tokens_out": o.tokens_out, "latency_s": o.latency_s, "attempts": o.attempts}
+
+
 def _drive(ws: Workspace, run: JudgeRun, backend: Backend, plan: Plan, parser: _Verdicts, writer: JudgeWriter,
-           budget: Budget, invocation: Invocation, interrupts: Interrupts, report: Reporter) -> str:
+           journal: Journal, budget: Budget, invocation: Invocation, interrupts: Interrupts, report: Reporter) -> str:
     stop = threading.Event()
     report(_progress(run, plan, invocation, writer, backend))
-    interrupted = store_results(generate(backend, plan, parser, budget, stop),  # type: ignore[arg-type]  # same interface
-                                writer, invocation, interrupts, stop,
+    results = generate(backend, plan, parser, budget, stop,  # type: ignore[arg-type]  # a parser of the same interface
+                       durable=lambda o, p, fs: journal.append(_journal_record(o)))
+    interrupted = store_results(results, writer, invocation, interrupts, stop,
                                 lambda: report(_progress(run, plan, invocation, writer, backend)))
     report(_progress(run, plan, invocation, writer, backend, finished=True))
     if interrupted:
