@@ -222,11 +222,15 @@ def run_judge(ws: Workspace, options: JudgeOptions, report: Reporter = silent) -
     with Interrupts() as interrupts:
         try:
             if backend is not None:
-                status = _drive(ws, run, backend, plan, parser, writer, journal, options.budget, invocation,
+                status = _drive(run, backend, plan, parser, writer, journal, options.budget, invocation,
                                 interrupts, report)
         except BaseException:
             with contextlib.suppress(CotgenError):  # the error being raised says more
                 journal.close()
+            with interrupts.shielded(), open_store(ws) as store:  # interrupted or failed: stopped, not "running"
+                summary = _summary(run, plan, invocation, writer, options.budget, backend,
+                                   judge_run_summary(store, run.judge_run_id))
+                finish_judge_run(store, run.judge_run_id, "stopped", summary.to_dict())
             raise
         with interrupts.shielded(), open_store(ws) as store:
             summary = _summary(run, plan, invocation, writer, options.budget, backend, judge_run_summary(store, run.judge_run_id))
@@ -266,7 +270,7 @@ def _journal_record(o: Outcome) -> dict[str, Any]:
             "tokens_out": o.tokens_out, "latency_s": o.latency_s, "attempts": o.attempts}
 
 
-def _drive(ws: Workspace, run: JudgeRun, backend: Backend, plan: Plan, parser: _Verdicts, writer: JudgeWriter,
+def _drive(run: JudgeRun, backend: Backend, plan: Plan, parser: _Verdicts, writer: JudgeWriter,
            journal: Journal, budget: Budget, invocation: Invocation, interrupts: Interrupts, report: Reporter) -> str:
     stop = threading.Event()
     report(_progress(run, plan, invocation, writer, backend))
@@ -276,9 +280,6 @@ def _drive(ws: Workspace, run: JudgeRun, backend: Backend, plan: Plan, parser: _
                                 lambda: report(_progress(run, plan, invocation, writer, backend)))
     report(_progress(run, plan, invocation, writer, backend, finished=True))
     if interrupted:
-        with interrupts.shielded(), open_store(ws) as store:
-            summary = _summary(run, plan, invocation, writer, budget, backend, judge_run_summary(store, run.judge_run_id))
-            finish_judge_run(store, run.judge_run_id, "stopped", summary.to_dict())
         raise KeyboardInterrupt
     return "stopped" if budget.exhausted else "done"
 
