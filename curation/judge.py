@@ -126,6 +126,11 @@ def judge_candidates(store: Store, role: str, runs: list[str], limit: int | None
                       predicted=r["predicted_label"], rule_ids=list(r["rule_ids"] or [])) for r in rows]
 
 
+def pair_rule_ids(store: Store, pair_ids: list[str]) -> dict[str, list[str]]:
+    """The rule ids a prompt of each pair was given (see `judge.pair_rules`); pairs without any are left out."""
+    return {r[0]: list(r[1]) for r in store.rows(sql("judge.pair_rules"), [pair_ids])} if pair_ids else {}
+
+
 def done_keys(store: Store, keys: list[str]) -> set[str]:
     """Which of `keys` already have a stored judgement (and so their verdicts: both land in one transaction)."""
     if not keys:

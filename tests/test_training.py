@@ -250,6 +250,7 @@ def test_srpo_step_credit_follows_the_judge_and_a_step_changes_the_weights(ws: W
     """Fixed rollouts (one right label, one wrong per prompt) through the real SRPO trainer and a loopback judge."""
     import torch
 
+    from cotgen.app.index import build_index, load_index
     from cotgen.app.progress import silent
     from cotgen.app.train import build_config, build_step_judge
     from schemas.models import resolve_model
@@ -260,6 +261,10 @@ def test_srpo_step_credit_follows_the_judge_and_a_step_changes_the_weights(ws: W
     version = open_version(ws.datasets_dir, DatasetRef.parse("relevance"))
     model = resolve_model("bundled:smollm2-135m-instruct")
     tokenizer = load_tokenizer(model)
+    build_index(ws)
+    rule_ids = [rule.id for rule in load_index(ws).docs[:2]]  # the teacher prompts "got" two rules
+    with open_store(ws) as store:
+        store.rows("UPDATE samples SET rule_ids = ? WHERE run_id = 'run-teacher-1'", [rule_ids])
     with LoopbackJudge(JUDGED) as server:
         cfg = build_config("srpo", 1, False, ["batch_size=2", "group_size=2", "beta=0", "warmup=0", "save_steps=100",
                                               "logging_steps=1", "verifier_weight=0", f"judge_base_url={server.base_url}"])
@@ -286,6 +291,9 @@ def test_srpo_step_credit_follows_the_judge_and_a_step_changes_the_weights(ws: W
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
         trainer.train()
     assert server.requests and server.requests[0]["response_format"]["type"] == "json_schema"
+    assert info["pairs_with_rules"] > 0 and any(
+        "Relevance rules that may apply" in r["messages"][-1]["content"] for r in server.requests), \
+        "the judge reads the rules a teacher prompt of the pair was given, as offline judging does"
     changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])]
     assert len(changed) > len(before) // 2, "one SRPO step moved the weights"
 

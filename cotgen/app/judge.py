@@ -148,9 +148,8 @@ def default_run_name(role: str, config: JudgeConfig, prompt: Prompt) -> str:
     return f"judge-{role}-{model}-{digest}"
 
 
-def _rules(ws: Workspace, candidates: list[Candidate], report: Reporter) -> dict[str, Rule]:
-    """The rules the CoTs' prompts were given, by id, from the workspace index (none when it is not built)."""
-    wanted = {r for c in candidates for r in c.rule_ids}
+def rules_by_id(ws: Workspace, wanted: set[str], report: Reporter) -> dict[str, Rule]:
+    """The rules of these ids from the workspace index (none when it is not built; a warning says so)."""
     if not wanted:
         return {}
     if not index_dir(ws).exists():
@@ -206,7 +205,8 @@ def run_judge(ws: Workspace, options: JudgeOptions, report: Reporter = silent) -
             which = f"runs {', '.join(runs)}" if runs else f"{role} runs"
             raise CotgenError(f"no CoT samples with steps in the {which}; run `cotgen generate` first")
         run = open_judge_run(store, run)
-    plan, parser = plan_judgements(ws, config, prompt, candidates, _rules(ws, candidates, report))
+    rules = rules_by_id(ws, {r for c in candidates for r in c.rule_ids}, report)
+    plan, parser = plan_judgements(ws, config, prompt, candidates, rules)
     writer = JudgeWriter(ws, run, report)
     with open_store(ws) as store:
         plan.skip(done_keys(store, plan.keys()))

@@ -14,15 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cotgen.app.judge import rules_by_id
 from cotgen.app.progress import Notice, ProgressEvent, Reporter, silent
 from cotgen.judge import load_judge_prompt, parse_verdicts, render_messages, verdict_schema
 from cotgen.prompting import Prompt
+from curation.judge import pair_rule_ids
 from curation.runs import pairs_by_id
 from curation.store import open_store
 from schemas.datasets import DatasetRef
 from schemas.errors import CotgenError
 from schemas.labels import LabelScheme
 from schemas.pair import Pair
+from schemas.rule import Rule
 from schemas.workspace import Workspace
 from training.data import ExportedVersion, open_version
 from training.manifest import RUN_MANIFEST, read_run_manifest
@@ -141,9 +144,11 @@ class ServerStepJudge:
     first one is reported.
     """
 
-    def __init__(self, client: OpenAI, model: str, prompt: Prompt, pairs: dict[str, Pair], scheme: LabelScheme,
-                 structured: bool, show_gold: bool, max_tokens: int, workers: int, report: Reporter = silent) -> None:
+    def __init__(self, client: OpenAI, model: str, prompt: Prompt, pairs: dict[str, Pair], rules: dict[str, list[Rule]],
+                 scheme: LabelScheme, structured: bool, show_gold: bool, max_tokens: int, workers: int,
+                 report: Reporter = silent) -> None:
         self.client, self.model, self.prompt, self.pairs, self.scheme = client, model, prompt, pairs, scheme
+        self.rules = rules
         self.structured, self.show_gold, self.max_tokens, self.workers = structured, show_gold, max_tokens, workers
         self.report = report
         self.failures = 0
@@ -160,8 +165,9 @@ class ServerStepJudge:
         pair = self.pairs.get(req.pair_id or "")
         if pair is None:
             return [None] * len(names)
-        messages = render_messages(self.prompt, pair, self.scheme, req.steps, gold=req.label if self.show_gold else None,
-                                   predicted=req.predicted, structured=self.structured)
+        messages = render_messages(self.prompt, pair, self.scheme, req.steps, rules=self.rules.get(pair.pair_id, ()),
+                                   gold=req.label if self.show_gold else None, predicted=req.predicted,
+                                   structured=self.structured)
         schema = {"response_format": {"type": "json_schema", "json_schema": {
             "name": "step_verdicts", "schema": verdict_schema(names)}}} if self.structured else {}
         try:
@@ -205,12 +211,15 @@ def build_step_judge(ws: Workspace, version: ExportedVersion, cfg: SRPOTrainConf
     pair_ids = sorted(set(version.split("grpo", "train")["pair_id"]))
     with open_store(ws, read_only=True) as store:
         pairs = {p.pair_id: p for p in pairs_by_id(store, pair_ids)}
+        rule_ids = pair_rule_ids(store, pair_ids)  # the rules a teacher prompt of the pair got, as offline judging
+    by_id = rules_by_id(ws, {r for ids in rule_ids.values() for r in ids}, report)
+    rules = {p: [by_id[r] for r in ids if r in by_id] for p, ids in rule_ids.items()}
     prompt = load_judge_prompt(jcfg.prompt)
-    judge = ServerStepJudge(client, model, prompt, pairs, version.scheme, jcfg.structured, jcfg.show_gold,
+    judge = ServerStepJudge(client, model, prompt, pairs, rules, version.scheme, jcfg.structured, jcfg.show_gold,
                             jcfg.max_tokens, cfg.judge_workers, report)
     info = {"base_url": base_url, "model": model, "api_key_env": key_env, "prompt": prompt.name,
             "prompt_hash": prompt.hash, "structured": jcfg.structured, "show_gold": jcfg.show_gold,
-            "pairs_found": len(pairs), "pairs": len(pair_ids)}
+            "pairs_found": len(pairs), "pairs": len(pair_ids), "pairs_with_rules": sum(bool(r) for r in rules.values())}
     return judge, info
 
 

@@ -102,3 +102,11 @@ JOIN (SELECT s.sample_id, coalesce(s.predicted_label = g.label, false) AS right
 
 -- name: judge_runs
 SELECT name, samples_role, backend, model, prompt_name, status, started_at FROM judge_runs ORDER BY started_at;
+
+-- name: pair_rules
+-- The rules a prompt of each pair was given (its first sample with rules, a teacher's): what the step judge
+-- reads beside a CoT whose own prompt had none (a policy's, during SRPO training).
+SELECT pair_id, arg_min(rule_ids, sample_id) AS rule_ids
+FROM samples
+WHERE len(coalesce(rule_ids, [])) > 0 AND pair_id IN (SELECT unnest(?::VARCHAR[]))
+GROUP BY pair_id
