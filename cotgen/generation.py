@@ -268,7 +268,7 @@ class Prefetch:
             try:
                 item = self.ahead.get(timeout=0.2)
             except queue.Empty:
-                if self.thread.is_alive():
+                if self.thread.is_alive() or not self.ahead.empty():
                     continue
                 return  # stopped before it could say so
             if item is _DONE:
