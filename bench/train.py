@@ -132,7 +132,7 @@ def main() -> None:
         from openai import OpenAI
 
         judge = ServerStepJudge(OpenAI(base_url=server.base_url, api_key="EMPTY"), "judge", load_judge_prompt(),
-                                judge_pairs, version.scheme, structured=True, show_gold=True, max_tokens=200, workers=8)
+                                judge_pairs, {}, version.scheme, structured=True, show_gold=True, max_tokens=200, workers=8)
         for rollouts in ("sampled", "fixed") if args.rollouts == "both" else (args.rollouts,):
             for kind, cls in (("grpo", GRPOTrainConfig), ("srpo", SRPOTrainConfig)):
                 cfg = cls(**rl)

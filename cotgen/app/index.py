@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cotgen.app.progress import ProgressEvent, Reporter, silent
+from cotgen.app.progress import Notice, ProgressEvent, Reporter, silent
 from retrieval.documents import load_documents
 from retrieval.index import DOCS_FILE, INDEX_FILE, MANIFEST_FILE, BuildReport, RuleIndex, layout_texts
 from retrieval.search import check_template, compose_query, search_text
@@ -91,6 +91,19 @@ class IndexInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def rules_by_id(ws: Workspace, wanted: set[str], report: Reporter) -> dict[str, Rule]:
+    """The rules of these ids from the workspace index (none when it is not built; a warning says so)."""
+    if not wanted:
+        return {}
+    if not index_dir(ws).exists():
+        report(Notice(f"no rule index at {index_dir(ws)}: the judge sees the pairs without their rules", "warning"))
+        return {}
+    found = {rule.id: rule for rule in load_index(ws).docs if rule.id in wanted}
+    if len(found) < len(wanted):
+        report(Notice(f"{len(wanted) - len(found)} rule ids of the CoTs are not in the index (rebuilt since?)", "warning"))
+    return found
 
 
 def index_info(ws: Workspace) -> IndexInfo:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cotgen.app.generate import BatchWriter, Interrupts, Invocation, store_results
-from cotgen.app.index import index_dir, load_index
-from cotgen.app.journal import Journal, read_journal
+from cotgen.app.index import rules_by_id
+from cotgen.app.journal import Journal, journal_path, read_journal
 from cotgen.app.progress import Notice, ProgressEvent, Reporter, silent
 from cotgen.backends import create_backend
 from cotgen.backends.base import Backend, Job, Outcome, SamplingParams
@@ -148,19 +148,6 @@ def default_run_name(role: str, config: JudgeConfig, prompt: Prompt) -> str:
     return f"judge-{role}-{model}-{digest}"
 
 
-def rules_by_id(ws: Workspace, wanted: set[str], report: Reporter) -> dict[str, Rule]:
-    """The rules of these ids from the workspace index (none when it is not built; a warning says so)."""
-    if not wanted:
-        return {}
-    if not index_dir(ws).exists():
-        report(Notice(f"no rule index at {index_dir(ws)}: the judge sees the pairs without their rules", "warning"))
-        return {}
-    found = {rule.id: rule for rule in load_index(ws).docs if rule.id in wanted}
-    if len(found) < len(wanted):
-        report(Notice(f"{len(wanted) - len(found)} rule ids of the CoTs are not in the index (rebuilt since?)", "warning"))
-    return found
-
-
 def plan_judgements(ws: Workspace, config: JudgeConfig, prompt: Prompt, candidates: list[Candidate],
                     rules: dict[str, Rule]) -> tuple[Plan, _Verdicts]:
     """One job per CoT; its key hashes the judge request and the sample id (two identical CoTs get a verdict each)."""
@@ -210,7 +197,7 @@ def run_judge(ws: Workspace, options: JudgeOptions, report: Reporter = silent) -
     writer = JudgeWriter(ws, run, report)
     with open_store(ws) as store:
         plan.skip(done_keys(store, plan.keys()))
-    journal_file = journal_path(ws, run.judge_run_id)
+    journal_file = journal_path(ws.root, "judge", run.judge_run_id)
     recovered = _replay(journal_file, plan, parser, writer)
     if recovered:
         report(Notice(f"stored {recovered:,} verdicts a killed judge run had received (journal {journal_file.name})"))
@@ -230,6 +217,7 @@ def run_judge(ws: Workspace, options: JudgeOptions, report: Reporter = silent) -
             with interrupts.shielded(), open_store(ws) as store:  # interrupted or failed: stopped, not "running"
                 summary = _summary(run, plan, invocation, writer, options.budget, backend,
                                    judge_run_summary(store, run.judge_run_id))
+                summary.status = "stopped"
                 finish_judge_run(store, run.judge_run_id, "stopped", summary.to_dict())
             raise
         with interrupts.shielded(), open_store(ws) as store:
@@ -240,11 +228,6 @@ def run_judge(ws: Workspace, options: JudgeOptions, report: Reporter = silent) -
             finish_judge_run(store, run.judge_run_id, status, summary.to_dict())
     journal.remove()  # the store holds every verdict now
     return summary
-
-
-def journal_path(ws: Workspace, judge_run_id: str) -> Path:
-    """Where a judge run's answers are journaled until the store has them."""
-    return ws.root / "journal" / f"judge-{judge_run_id}.jsonl"
 
 
 def _replay(path: Path, plan: Plan, parser: _Verdicts, writer: JudgeWriter) -> int:

@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cotgen.app.judge import rules_by_id
 from cotgen.app.progress import Notice, ProgressEvent, Reporter, silent
 from cotgen.judge import load_judge_prompt, parse_verdicts, render_messages, verdict_schema
 from cotgen.prompting import Prompt
-from curation.judge import pair_rule_ids
 from curation.runs import pairs_by_id
 from curation.store import open_store
 from schemas.datasets import DatasetRef
@@ -208,6 +206,9 @@ def build_step_judge(ws: Workspace, version: ExportedVersion, cfg: SRPOTrainConf
         client.models.list()
     except openai.OpenAIError as e:
         raise CotgenError(f"srpo judge {base_url}: not reachable ({str(e).splitlines()[0]})") from None
+    from cotgen.app.index import rules_by_id  # faiss: only when a judge is used
+    from curation.judge import pair_rule_ids
+
     pair_ids = sorted(set(version.split("grpo", "train")["pair_id"]))
     with open_store(ws, read_only=True) as store:
         pairs = {p.pair_id: p for p in pairs_by_id(store, pair_ids)}
