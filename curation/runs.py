@@ -17,9 +17,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from curation.outputs import pid_alive
 from curation.pairs import pair_from_row
 from curation.queries import sql
-from curation.store import Store
+from curation.store import Store, registered
 from schemas.errors import CotgenError
 from schemas.pair import Pair
 from schemas.run import Run, RunStatus
@@ -85,15 +86,7 @@ def holder_alive(pid: int | None, host: str | None, heartbeat: datetime | None, 
         return False
     if ((now or _now()) - heartbeat).total_seconds() > LEASE_TTL_S:
         return False
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
+    return host != socket.gethostname() or pid_alive(pid)
 
 
 def open_run(store: Store, run: Run, lease: Lease) -> Run:
@@ -133,10 +126,10 @@ def heartbeat(store: Store, run_id: str, lease: Lease) -> bool:
         return bool(con.execute(sql("runs.heartbeat"), [_now(), run_id, lease.token]).fetchall())
 
 
-def finish_run(store: Store, run_id: str, status: RunStatus, summary: dict[str, Any]) -> None:
-    """Record how the run ended and release its lease."""
+def finish_run(store: Store, run_id: str, lease: Lease, status: RunStatus, summary: dict[str, Any]) -> None:
+    """Record how the run ended and release its lease (nothing, when another process holds the run now)."""
     with store.transaction() as con:
-        con.execute(sql("runs.finish_run"), [status, json.dumps(summary, default=str), _now(), run_id])
+        con.execute(sql("runs.finish_run"), [status, json.dumps(summary, default=str), _now(), run_id, lease.token])
 
 
 def complete_pairs(store: Store, run_id: str, n: int) -> set[str]:
@@ -196,17 +189,10 @@ def save_batch(store: Store, completions: list[CompletionRow], samples: list[Sam
         "rule_ids": pa.array([r.rule_ids for r in samples], pa.list_(pa.string())),
         "gold_label": [r.gold_label for r in samples],
     })
-    # Registered outside the transaction: after a failed statement the transaction refuses all work,
-    # unregistering included, until it is rolled back.
-    store.con.register("completions_batch", comp)
-    store.con.register("samples_batch", samp)
-    try:
-        with store.transaction() as con:
-            con.execute(sql("runs.insert_completions"))
-            con.execute(sql("runs.insert_samples"))
-    finally:
-        store.con.unregister("completions_batch")
-        store.con.unregister("samples_batch")
+    with registered(store, "completions_batch", comp), registered(store, "samples_batch", samp), \
+            store.transaction() as con:
+        con.execute(sql("runs.insert_completions"))
+        con.execute(sql("runs.insert_samples"))
 
 
 def generation_pair_ids(store: Store, source: str | None = None, limit: int | None = None, seed: int = 0) -> list[str]:
@@ -240,12 +226,8 @@ def save_retrievals(store: Store, fingerprint: str, found: dict[str, tuple[list[
         "rule_ids": pa.array([v[0] for v in found.values()], pa.list_(pa.string())),
         "scores": pa.array([v[1] for v in found.values()], pa.list_(pa.float32())),
     })
-    store.con.register("retrievals_batch", batch)
-    try:
-        with store.transaction() as con:
-            con.execute(sql("runs.insert_retrievals"))
-    finally:
-        store.con.unregister("retrievals_batch")
+    with registered(store, "retrievals_batch", batch), store.transaction() as con:
+        con.execute(sql("runs.insert_retrievals"))
 
 
 def run_summary(store: Store, run_id: str) -> dict[str, Any]:

@@ -18,11 +18,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from cotgen.app.index import index_dir, load_index
-from cotgen.app.journal import Journal, read_journal
+from cotgen.app.journal import Journal, journal_path, read_journal
 from cotgen.app.progress import Notice, ProgressEvent, Reporter, silent
 from cotgen.backends import create_backend
 from cotgen.backends.base import Backend, Job, Message, Outcome, SamplingParams, TokenAlternatives
@@ -313,16 +312,26 @@ class BatchWriter:
         ))
         self.samples.append(SampleRow(sample=sample, gold_label=prompt.pair.label, rule_ids=list(prompt.rule_ids)))
 
-    def beat(self, force: bool = False) -> None:
+    def beat(self) -> None:
         """Renew the run lease now and then; a run taken over by another process stops here."""
-        if self.lease is None or (not force and time.monotonic() - self.last_beat < HEARTBEAT_S):
+        if self.lease is None or time.monotonic() - self.last_beat < HEARTBEAT_S:
             return
         try:
             with store_session(self.ws) as store:
-                held = heartbeat(store, self.run_id, self.lease)
+                held = self._renew(store)
         except CotgenError:
             return  # a busy store delays the heartbeat; the lease lasts several of them
+        self._check(held)
+
+    def _renew(self, store: Store) -> bool:
+        """Renew the lease in this session; False when another process holds the run now."""
+        if self.lease is None:
+            return True
         self.last_beat = time.monotonic()
+        return heartbeat(store, self.run_id, self.lease)
+
+    @staticmethod
+    def _check(held: bool) -> None:
         if not held:
             raise CotgenError("another process took this run over (its lease had lapsed); stopped here")
 
@@ -339,9 +348,7 @@ class BatchWriter:
         try:
             with store_session(self.ws) as store:
                 self.save(store)
-                if self.lease is not None:
-                    heartbeat(store, self.run_id, self.lease)
-                    self.last_beat = time.monotonic()
+                held = self._renew(store)
         except CotgenError as e:
             if final:
                 raise
@@ -353,6 +360,7 @@ class BatchWriter:
         self.written += len(self.samples)
         self.completions, self.samples = [], []
         self.last_flush = time.monotonic()
+        self._check(held)  # what was answered is stored; a run taken over stops here
 
 
 def _logprobs_json(logprobs: list[TokenAlternatives] | None) -> list | None:
@@ -398,11 +406,6 @@ class Interrupts:
 
 
 # ---------------------------------------------------------------------------- the run
-def journal_path(ws: Workspace, run_id: str) -> Path:
-    """Where a run's answers are journaled until the store has them."""
-    return ws.root / "journal" / f"generate-{run_id}.jsonl"
-
-
 def run_generation(ws: Workspace, options: GenerateOptions, report: Reporter = silent) -> GenerateSummary:
     """Generate every missing sample of the run; returns the run summary. Safe to interrupt, kill and re-run.
 
@@ -447,7 +450,7 @@ def run_generation(ws: Workspace, options: GenerateOptions, report: Reporter = s
             planned = set(todo)
             run_state.recovered = sum(p in planned for p in recovered)
             invocation.completed += run_state.recovered
-            journal = Journal(journal_path(ws, run.run_id))
+            journal = Journal(journal_path(ws.root, "generate", run.run_id))
             status = _drive(run_state, todo, writer, parser, journal, invocation, interrupts)
         except BaseException:
             if journal is not None:
@@ -456,14 +459,14 @@ def run_generation(ws: Workspace, options: GenerateOptions, report: Reporter = s
             with interrupts.shielded(), store_session(ws) as store:
                 summary = _summary(run_state, invocation, run_summary(store, run.run_id))
                 summary.status = "stopped"
-                finish_run(store, run.run_id, "stopped", summary.to_dict())
+                finish_run(store, run.run_id, lease, "stopped", summary.to_dict())
             raise
         with interrupts.shielded(), store_session(ws) as store:
             summary = _summary(run_state, invocation, run_summary(store, run.run_id))
             if status == "done" and summary.missing:
                 status = "failed" if invocation.failed else "stopped"
             summary.status = status
-            finish_run(store, run.run_id, status, summary.to_dict())
+            finish_run(store, run.run_id, lease, status, summary.to_dict())
         journal.remove()  # the store holds every answer now
     return summary
 
@@ -607,7 +610,7 @@ def _journal_record(run: Run, o: Outcome, prompt: PairPrompt, followers: list[Fo
 
 def _replay(ws: Workspace, run: Run, parser: Parser, writer: BatchWriter) -> list[str]:
     """Store what a killed invocation journaled but did not store; returns the pair of each sample recovered."""
-    records = [r for r in read_journal(journal_path(ws, run.run_id)) if r.get("run_id") == run.run_id]
+    records = [r for r in read_journal(journal_path(ws.root, "generate", run.run_id)) if r.get("run_id") == run.run_id]
     if not records:
         return []
     with store_session(ws) as store:

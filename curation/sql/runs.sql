@@ -19,9 +19,10 @@ WHERE run_id = ?
 UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND lease_token = ? RETURNING run_id
 
 -- name: finish_run
+-- Only by the lease holder: a process whose run was taken over must not end the new holder's run.
 UPDATE runs SET status = ?, summary = ?::JSON, finished_at = ?,
                 lease_pid = NULL, lease_host = NULL, lease_token = NULL, heartbeat_at = NULL
-WHERE run_id = ?
+WHERE run_id = ? AND lease_token = ?
 
 -- name: complete_pairs
 SELECT pair_id FROM samples WHERE run_id = ? AND sample_index < ?
