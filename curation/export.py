@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from curation.datasets import MANIFEST, SPLITS_FILE, latest_version, read_manifest, register_versions
 from curation.export_card import render_card
+from curation.outputs import pid_alive
 from curation.pairs import pair_from_row
 from curation.queries import sql
 from curation.report import PLOTS_DIR, report_data, write_plots
@@ -35,10 +36,10 @@ from curation.select_dpo import select_dpo
 from curation.select_grpo import select_grpo
 from curation.select_sft import balance_sft_train, select_sft
 from curation.select_steps import select_steps
-from curation.selection import DROPPED_SCHEMA, Embed, SelectionContext, dropped_counts, open_selection, registered
+from curation.selection import DROPPED_SCHEMA, Embed, SelectionContext, dropped_counts, open_selection
 from curation.splits import assign_splits
 from curation.stats import teacher_quality
-from curation.store import Store, open_store
+from curation.store import Store, open_store, registered
 from schemas.answer import LABEL_LINE, STEP_TITLES, AnswerOrder
 from schemas.datasets import check_dataset_name
 from schemas.errors import CotgenError
@@ -286,10 +287,7 @@ def _stale_temp_dirs(root: Path) -> list[Path]:
     stale = []
     for p in root.glob(".v*.tmp-*"):
         m = re.match(r"\.v\d+\.tmp-(\d+)-", p.name)
-        pid = int(m.group(1)) if m else -1
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, ValueError, OSError):
+        if not pid_alive(int(m.group(1)) if m else -1):
             stale.append(p)
     return stale
 

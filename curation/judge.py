@@ -17,8 +17,8 @@ import pyarrow as pa
 
 from curation.pairs import pair_from_row
 from curation.queries import sql
-from curation.selection import registered, steps_from_json
-from curation.store import Store
+from curation.selection import steps_from_json
+from curation.store import Store, registered
 from schemas.errors import CotgenError
 from schemas.pair import Pair
 from schemas.sample import Step

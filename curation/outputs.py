@@ -48,7 +48,8 @@ def write_text_atomic(path: Path, text: str) -> list[Path]:
     return created
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (someone else's process counts as alive)."""
     if pid <= 0:
         return False
     try:
@@ -66,7 +67,7 @@ def scratch_dir(root: Path, prefix: str) -> Iterator[Path]:
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob(f"{prefix}-*"):
         pid = old.name[len(prefix) + 1:].partition("-")[0]
-        if not _alive(int(pid) if pid.isdigit() else 0):
+        if not pid_alive(int(pid) if pid.isdigit() else 0):
             shutil.rmtree(old, ignore_errors=True)
     path = Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=root))
     try:

@@ -14,9 +14,8 @@ from typing import Any
 import pyarrow as pa
 
 from curation.queries import sql
-from curation.selection import registered
 from curation.stats import resolve_runs, run_stats
-from curation.store import Store
+from curation.store import Store, registered
 
 # file name -> caption; the order is the card's
 PLOTS: dict[str, str] = {

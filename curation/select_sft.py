@@ -8,7 +8,8 @@ import pyarrow as pa
 
 from curation.queries import sql
 from curation.select_diversity import diverse
-from curation.selection import SelectionContext, registered, render_teacher_answers
+from curation.selection import SelectionContext, render_teacher_answers
+from curation.store import registered
 from schemas.answer import NOTE_LABEL_MISPLACED
 from schemas.errors import CotgenError
 

@@ -13,7 +13,8 @@ from typing import Any
 import pyarrow as pa
 
 from curation.queries import sql
-from curation.selection import SelectionContext, record_dropped, registered, steps_from_json
+from curation.selection import SelectionContext, record_dropped, steps_from_json
+from curation.store import registered
 from schemas.answer import STEP_TITLES
 from schemas.sample import Step
 

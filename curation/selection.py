@@ -7,8 +7,7 @@ joins prompts and splits onto them. SQL does the row work; Python only parses ed
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +16,7 @@ import pyarrow as pa
 from curation.difficulty import load_current_counts
 from curation.queries import sql
 from curation.stats import RunInfo, compute_pair_counts, install_macros, latest_run, resolve_runs
-from curation.store import Store
+from curation.store import Store, registered
 from schemas.answer import AnswerOrder, max_ngram_repeats, parse_answer, render_answer, render_cot
 from schemas.config import CotgenConfig
 from schemas.sample import Step
@@ -112,16 +111,6 @@ def _load_edits(ctx: SelectionContext) -> None:
             cols[name].append(value)
     with registered(ctx.store, "edits_arrow", pa.table(cols, schema=EDITS_SCHEMA)):
         ctx.store.con.execute(sql("selection.create_edits"))
-
-
-@contextmanager
-def registered(store: Store, name: str, table: pa.Table) -> Iterator[None]:
-    """An Arrow table visible to SQL under `name` for the duration of the block."""
-    store.con.register(name, table)
-    try:
-        yield
-    finally:
-        store.con.unregister(name)
 
 
 def steps_from_json(text: str | None) -> list[Step]:

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from curation.queries import sql
-from curation.selection import registered
-from curation.store import Store
+from curation.store import Store, registered
 
 SPLITS_SCHEMA = pa.schema([("query_id", pa.string()), ("split", pa.string()), ("since_version", pa.int64())])
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -211,3 +212,14 @@ def open_store(workspace: Workspace, *, read_only: bool = False) -> Store:
     cfg = workspace.config.store
     return Store(workspace.store_path, read_only=read_only, lock_timeout_s=cfg.lock_timeout_s,
                  memory_limit=cfg.memory_limit)
+
+
+@contextmanager
+def registered(store: Store, name: str, table: Any) -> Iterator[None]:
+    """An Arrow table visible to SQL under `name` for the duration of the block (registered outside any
+    transaction: after a failed statement a transaction refuses all work, unregistering included)."""
+    store.con.register(name, table)
+    try:
+        yield
+    finally:
+        store.con.unregister(name)
