@@ -95,6 +95,11 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
+def journal_path(ws_root: Path, kind: str, run_id: str) -> Path:
+    """Where a run's answers (`kind`: generate, judge) are journaled until the store has them."""
+    return ws_root / "journal" / f"{kind}-{run_id}.jsonl"
+
+
 def read_journal(path: Path) -> Iterator[dict[str, Any]]:
     """The records of a journal; a line cut by a crash mid-write is skipped."""
     if not path.is_file():
