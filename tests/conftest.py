@@ -30,6 +30,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def store_rows(ws_root: Path, sql: str, params: list | None = None) -> list[tuple]:
+    """Rows of a query against a workspace's store, opened read-only."""
+    from curation.store import Store
+    from schemas.workspace import Workspace
+
+    with Store(Workspace.open(ws_root).store_path, read_only=True) as store:
+        return store.rows(sql, params)
+
+
 def run_cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 600,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the real `cotgen` CLI in a subprocess; returns the completed process (text mode)."""

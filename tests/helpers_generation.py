@@ -207,6 +207,13 @@ def fake_server(latency_s: float = 0.0, faults: str = "", honour_n: bool = True,
         proc.wait(timeout=10)
 
 
+def received_keys(log: Path) -> list[str]:
+    """Every sample key a FakeServer with `log_path` received, repeats included."""
+    if not log.exists():
+        return []
+    return [k for line in log.read_text().splitlines() for k in json.loads(line)["keys"].split(",") if k]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

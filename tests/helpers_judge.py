@@ -18,6 +18,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from curation.store import StoreBusy, open_store
+from schemas.workspace import Workspace
+
 WRONG_WHEN_LABEL_WRONG = ("category_matching", "relevance_judgement")
 _GOLD = re.compile(r"The correct grade for this pair is (\S+)")
 _CONCLUDED = re.compile(r"\(it concluded (\S+)\)")
@@ -101,3 +104,12 @@ def judge_server(rules: JudgeRules | None = None) -> Iterator[tuple[str, JudgeRu
     finally:
         server.shutdown()
         server.server_close()
+
+
+def judged_count(ws: Workspace) -> int:
+    """Judgements stored so far (-1 while the judge holds the store for longer than the lock wait)."""
+    try:
+        with open_store(ws, read_only=True) as store:
+            return store.scalar("SELECT count(*) FROM judgements")
+    except StoreBusy:
+        return -1

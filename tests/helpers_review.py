@@ -112,12 +112,6 @@ def seed_samples(ws_root: Path, run_name: str = "teacher-1", per_pair: int = 3,
     return [r[0] for r in rows]
 
 
-def store_rows(ws_root: Path, sql: str, params: list | None = None) -> list[tuple]:
-    ws = Workspace.open(ws_root)
-    with Store(ws.store_path, read_only=True) as store:
-        return store.rows(sql, params)
-
-
 def review_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, "TERM": "xterm-256color", "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8",
            "PYTHONPATH": str(ROOT), "COLUMNS": "200", "LINES": "60"}

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_generation import configure, crowdflower_workspace, fake_server, fresh_workspace
+from helpers_generation import configure, crowdflower_workspace, fake_server, fresh_workspace, received_keys
 
 from curation.store import Store
 
-from conftest import COTGEN, ROOT, run_cli
+from conftest import COTGEN, ROOT, run_cli, store_rows
 
 
 @pytest.fixture(scope="session")
@@ -46,17 +46,6 @@ def last_json(stdout: str) -> dict:
     return json.loads(stdout[stdout.rindex("\n{\n") + 1:] if not stdout.startswith("{") else stdout)
 
 
-def rows(ws: Path, sql: str) -> list[tuple]:
-    with Store(ws / "store.duckdb", read_only=True) as store:
-        return store.rows(sql)
-
-
-def server_keys(log: Path) -> list[str]:
-    if not log.exists():
-        return []
-    return [k for line in log.read_text().splitlines() for k in json.loads(line)["keys"].split(",") if k]
-
-
 def test_teacher_run_is_keyed_stored_and_resumable(ws: Path, tmp_path: Path) -> None:
     log = tmp_path / "server.jsonl"
     with fake_server(log_path=log) as url:
@@ -67,16 +56,16 @@ def test_teacher_run_is_keyed_stored_and_resumable(ws: Path, tmp_path: Path) -> 
         assert (st["samples"], st["pairs"], st["parse_status"]) == (40, 20, {"ok": 40})
         assert st["agreement"] == pytest.approx(st["correct"] / 40)
 
-        stored = rows(ws, "SELECT s.sample_id, s.sample_index, s.rule_ids, s.gold_label, s.correct, s.predicted_label, "
+        stored = store_rows(ws, "SELECT s.sample_id, s.sample_index, s.rule_ids, s.gold_label, s.correct, s.predicted_label, "
                           "c.text, c.request, s.run_id = c.run_id FROM samples s JOIN completions c ON c.request_key = s.sample_id")
         assert len(stored) == 40 and len({r[0] for r in stored}) == 40
-        assert sorted(server_keys(log)) == sorted(r[0] for r in stored), "every stored key was sent exactly once"
+        assert sorted(received_keys(log)) == sorted(r[0] for r in stored), "every stored key was sent exactly once"
         assert {r[1] for r in stored} == {0, 1}
         assert all(len(r[2]) == 2 for r in stored), "the k=2 retrieved rule ids are kept per sample"
         assert all(r[4] == (r[5] == r[3]) for r in stored)
         assert all(r[6].endswith(f"Label: {r[5]}") for r in stored)
         assert all(json.loads(r[7])["model"] == "fake" and r[8] for r in stored)
-        run = rows(ws, "SELECT name, role, status, prompt_name, json_extract_string(params, '$.order') FROM runs")
+        run = store_rows(ws, "SELECT name, role, status, prompt_name, json_extract_string(params, '$.order') FROM runs")
         assert run == [(first["run"], "teacher", "done", "teacher.v1", "cot_first")]
 
         again = summary(generate(ws, url, "--limit", "20", "-n", "2"))
@@ -87,7 +76,7 @@ def test_teacher_run_is_keyed_stored_and_resumable(ws: Path, tmp_path: Path) -> 
         assert other.returncode == 0 and summary(other)["answered_elsewhere"] == 40
         told = run_cli("generate", "-w", str(ws), "--base-url", url, "--limit", "20", "-n", "2", "--run", "another")
         assert "40 samples were already answered in another run" in " ".join(told.stdout.split())
-    keys = server_keys(log)
+    keys = received_keys(log)
     assert len(keys) == len(set(keys)) == 60
 
 
@@ -97,12 +86,12 @@ def test_budget_stops_gracefully_and_the_rest_follows(ws: Path, tmp_path: Path) 
         capped = summary(generate(ws, url, "--role", "policy", "--limit", "10", "-n", "2", "--max-requests", "5"))
         assert (capped["completed"], capped["status"], capped["missing"]) == (5, "stopped", 15)
         assert "request budget" in capped["stop_reason"]
-        assert rows(ws, "SELECT status FROM runs") == [("stopped",)]
+        assert store_rows(ws, "SELECT status FROM runs") == [("stopped",)]
         rest = summary(generate(ws, url, "--role", "policy", "--limit", "10", "-n", "2"))
         assert (rest["completed"], rest["already_done"], rest["status"]) == (15, 5, "done")
-    keys = server_keys(log)
+    keys = received_keys(log)
     assert len(keys) == len(set(keys)) == 20
-    assert rows(ws, "SELECT count(*), count(DISTINCT sample_id) FROM samples") == [(20, 20)]
+    assert store_rows(ws, "SELECT count(*), count(DISTINCT sample_id) FROM samples") == [(20, 20)]
 
 
 def start_and_wait(args: list[str], log: Path, requests: int) -> subprocess.Popen:
@@ -111,7 +100,7 @@ def start_and_wait(args: list[str], log: Path, requests: int) -> subprocess.Pope
     proc = subprocess.Popen([*COTGEN, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=os.environ.copy())
     deadline = time.monotonic() + 120
-    while len(server_keys(log)) < requests and time.monotonic() < deadline and proc.poll() is None:
+    while len(received_keys(log)) < requests and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert proc.poll() is None, "the run ended before it could be stopped"
     return proc
@@ -124,16 +113,16 @@ def test_sigkill_midway_then_rerun_loses_and_repeats_nothing(ws: Path, tmp_path:
         proc = start_and_wait([*args, "--base-url", url], log, requests=12)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        before = {r[0] for r in rows(ws, "SELECT sample_id FROM samples")}
+        before = {r[0] for r in store_rows(ws, "SELECT sample_id FROM samples")}
         assert 0 < len(before) < 40, "killed midway"
-        sent_before = len(server_keys(log))
+        sent_before = len(received_keys(log))
         done = summary(run_cli(*args, "--base-url", url))
     assert (done["already_done"], done["completed"], done["store"]["samples"]) == (len(before), 40 - len(before), 40)
-    resent = set(server_keys(log)[sent_before:]) & before
+    resent = set(received_keys(log)[sent_before:]) & before
     assert not resent, "a stored key was sent again"
-    assert rows(ws, "SELECT count(*), count(DISTINCT sample_id) FROM samples") == [(40, 40)]
-    assert rows(ws, "SELECT count(*), count(DISTINCT request_key) FROM completions") == [(40, 40)]
-    assert rows(ws, "SELECT count(*) FROM samples s ANTI JOIN completions c ON c.request_key = s.sample_id") == [(0,)]
+    assert store_rows(ws, "SELECT count(*), count(DISTINCT sample_id) FROM samples") == [(40, 40)]
+    assert store_rows(ws, "SELECT count(*), count(DISTINCT request_key) FROM completions") == [(40, 40)]
+    assert store_rows(ws, "SELECT count(*) FROM samples s ANTI JOIN completions c ON c.request_key = s.sample_id") == [(0,)]
 
 
 def test_faults_are_retried_accounted_and_never_a_traceback(ws: Path, tmp_path: Path) -> None:
@@ -201,6 +190,6 @@ def test_sigterm_stops_the_run_and_keeps_what_finished(ws: Path, tmp_path: Path)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    status, samples = rows(ws, "SELECT r.status, count(s.sample_id) FROM runs r LEFT JOIN samples s USING (run_id) GROUP BY ALL")[0]
+    status, samples = store_rows(ws, "SELECT r.status, count(s.sample_id) FROM runs r LEFT JOIN samples s USING (run_id) GROUP BY ALL")[0]
     assert status == "stopped" and 0 < samples < 60
-    assert rows(ws, "SELECT annotator FROM reviews") == [("ann",)]
+    assert store_rows(ws, "SELECT annotator FROM reviews") == [("ann",)]

@@ -13,11 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers_generation import configure, crowdflower_workspace, fake_server, fresh_workspace
+from helpers_generation import configure, crowdflower_workspace, fake_server, fresh_workspace, received_keys
 
-from curation.store import Store
-
-from conftest import COTGEN, ROOT, run_cli
+from conftest import COTGEN, ROOT, run_cli, store_rows
 
 
 @pytest.fixture(scope="session")
@@ -30,18 +28,6 @@ def ws(cf_template: Path, tmp_path: Path) -> Path:
     return fresh_workspace(cf_template, tmp_path / "ws")
 
 
-def rows(ws: Path, sql: str) -> list[tuple]:
-    with Store(ws / "store.duckdb", read_only=True) as store:
-        return store.rows(sql)
-
-
-def sent(log: Path) -> list[str]:
-    """Every sample key the server received, repeats included."""
-    if not log.exists():
-        return []
-    return [k for line in log.read_text().splitlines() for k in json.loads(line)["keys"].split(",") if k]
-
-
 def start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([*COTGEN, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=os.environ.copy())
@@ -49,7 +35,7 @@ def start(args: list[str]) -> subprocess.Popen:
 
 def wait_for(log: Path, requests: int, proc: subprocess.Popen) -> None:
     deadline = time.monotonic() + 120
-    while len(sent(log)) < requests and time.monotonic() < deadline and proc.poll() is None:
+    while len(received_keys(log)) < requests and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, f"the run ended before it could be stopped: {proc.communicate()}"
 
@@ -66,16 +52,16 @@ def test_sigkill_twice_then_rerun_pays_only_for_requests_in_flight(ws: Path, tmp
     with fake_server(log_path=log, latency_s=0.2) as url:
         for _ in range(2):
             proc = start([*args, "--base-url", url])
-            wait_for(log, len(sent(log)) + 12, proc)
+            wait_for(log, len(received_keys(log)) + 12, proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             assert status_runs(ws) == {"killed": "stopped"}, "a killed run is shown stopped, not running"
         done = json.loads(run_cli(*args, "--base-url", url).stdout)
-    received = sent(log)
-    stored = rows(ws, "SELECT count(*), count(DISTINCT sample_id) FROM samples")[0]
+    received = received_keys(log)
+    stored = store_rows(ws, "SELECT count(*), count(DISTINCT sample_id) FROM samples")[0]
     assert stored == (40, 40) and done["status"] == "done"
     assert len(received) - stored[0] <= 2 * concurrency, "more paid twice than was in flight at the two kills"
-    assert rows(ws, "SELECT count(*) FROM completions") == [(40,)]
+    assert store_rows(ws, "SELECT count(*) FROM completions") == [(40,)]
     assert not (ws / "journal" / f"generate-{done['run_id']}.jsonl").exists(), "the journal goes once all is stored"
 
 
@@ -93,7 +79,7 @@ def test_a_second_process_on_a_run_says_who_holds_it_and_a_dead_holder_is_taken_
         first.wait()
         taken = json.loads(run_cli(*args, "--base-url", url).stdout)
     assert taken["status"] == "done" and taken["store"]["samples"] == 20
-    keys = sent(log)
+    keys = received_keys(log)
     assert len(keys) - len(set(keys)) <= 1, "only the request in flight at the kill is sent again"
 
 
@@ -103,11 +89,11 @@ def test_identical_pairs_share_one_request_and_each_gets_a_sample(ws: Path, tmp_
     with fake_server(log_path=log) as url:
         s = json.loads(run_cli("generate", "-w", str(ws), "--role", "policy", "--limit", "2000", "-n", "1",
                                "--base-url", url, "--concurrency", "16", "--json").stdout)
-    dupes = rows(ws, "WITH p AS (SELECT * FROM pairs WHERE pair_id IN (SELECT pair_id FROM samples)) "
+    dupes = store_rows(ws, "WITH p AS (SELECT * FROM pairs WHERE pair_id IN (SELECT pair_id FROM samples)) "
                      "SELECT count(*) - count(DISTINCT (query, title, description)) FROM p")[0][0]
     assert dupes > 0, "the 2,000 CrowdFlower pairs drawn hold pairs with identical text"
-    keys = sent(log)
-    followers, follower_tokens = rows(ws, "SELECT count(*), sum(c.tokens_out) FROM completions c "
+    keys = received_keys(log)
+    followers, follower_tokens = store_rows(ws, "SELECT count(*), sum(c.tokens_out) FROM completions c "
                                           "WHERE json_extract_string(c.request, '$.shares') IS NOT NULL")[0]
     # Identical text gives an identical prompt; pairs whose texts differ only where the prompt does not show it
     # (e.g. an empty description against none) share a prompt too.
@@ -140,7 +126,7 @@ def test_a_reasoning_teacher_keeps_its_thinking_and_the_steps_are_found_there(ws
     with fake_server(reasoning=True) as url:
         s = json.loads(run_cli("generate", "-w", str(ws), "--limit", "60", "-n", "1", "--base-url", url, "--json").stdout)
     assert s["tokens_reasoning"] == 60 * 35 and s["store"]["tokens_reasoning"] == 60 * 35
-    stored = rows(ws, "SELECT c.text, c.reasoning, s.parse_status, json_array_length(s.steps), s.predicted_label "
+    stored = store_rows(ws, "SELECT c.text, c.reasoning, s.parse_status, json_array_length(s.steps), s.predicted_label "
                       "FROM samples s JOIN completions c ON c.request_key = s.sample_id")
     assert len(stored) == 60
     for text, reasoning, status, steps, label in stored:
@@ -161,7 +147,7 @@ def test_extra_body_reaches_the_server_and_is_part_of_the_run(ws: Path, tmp_path
     with fake_server() as url:
         s = json.loads(run_cli("generate", "-w", str(ws), "--role", "policy", "--limit", "2", "-n", "1",
                                "--base-url", url, "--json").stdout)
-    request = json.loads(rows(ws, "SELECT request FROM completions LIMIT 1")[0][0])
+    request = json.loads(store_rows(ws, "SELECT request FROM completions LIMIT 1")[0][0])
     assert request["params"]["extra"] == {"top_k": 20, "chat_template_kwargs": {"enable_thinking": False}}
     assert s["completed"] == 2
 
@@ -188,8 +174,8 @@ def test_a_journal_that_cannot_be_written_stops_sending_at_once(ws: Path, tmp_pa
         journal.symlink_to("/dev/full")  # every write: ENOSPC, as on a full disk
         full = run_cli(*args, "--limit", "200", "--base-url", url, check=False)
     assert full.returncode == 2 and "cannot write the run journal" in full.stderr and "Traceback" not in full.stderr
-    assert len(sent(log)) - 2 <= 2 + 2, "sending stopped at the first failed write (at most the requests in flight)"
-    assert rows(ws, "SELECT status FROM runs") == [("stopped",)]
+    assert len(received_keys(log)) - 2 <= 2 + 2, "sending stopped at the first failed write (at most the requests in flight)"
+    assert store_rows(ws, "SELECT status FROM runs") == [("stopped",)]
 
 
 def test_streaming_stores_the_first_batch_before_the_last_chunk_is_retrieved(ws: Path) -> None:
@@ -207,7 +193,7 @@ def test_streaming_stores_the_first_batch_before_the_last_chunk_is_retrieved(ws:
     first_stored = next(i for i, e in enumerate(progress) if e.fields["stored"] > 0)
     all_prepared = next(i for i, e in enumerate(progress) if e.fields["prepared"] == 120)
     assert first_stored < all_prepared, "a batch reached the store before the last chunk was retrieved"
-    retrieved = rows(ws, "SELECT count(*), count(DISTINCT fingerprint) FROM retrievals")[0]
+    retrieved = store_rows(ws, "SELECT count(*), count(DISTINCT fingerprint) FROM retrievals")[0]
     assert retrieved == (120, 1), "retrieved rules are stored per pair under the index fingerprint"
-    assert rows(ws, "SELECT count(*) FROM samples s JOIN retrievals r USING (pair_id) WHERE s.rule_ids = r.rule_ids") \
+    assert store_rows(ws, "SELECT count(*) FROM samples s JOIN retrievals r USING (pair_id) WHERE s.rule_ids = r.rule_ids") \
         == [(120,)]

@@ -7,12 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from schemas.errors import CotgenError
 
-from conftest import COTGEN, run_cli
+from conftest import COTGEN, run_cli, store_rows
 
 CROWDFLOWER_MAP = "id=id,query=query,title=product_title,description=product_description,label=median_relevance"
 BINARY_SCHEME = """
@@ -32,14 +31,6 @@ def ws(tmp_path: Path) -> Path:
 
 def ingest_json(ws: Path, *args: str) -> list[dict]:
     return json.loads(run_cli("ingest", "-w", str(ws), "--json", *args).stdout)
-
-
-def store_rows(ws: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(ws / "store.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_crowdflower_counts(ws, shared_data):

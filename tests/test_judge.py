@@ -30,7 +30,7 @@ from helpers_curation import (
     wrong_label,
 )
 from helpers_generation import configure
-from helpers_judge import JudgeRules, judge_server
+from helpers_judge import JudgeRules, judge_server, judged_count
 from sklearn.metrics import cohen_kappa_score
 from typer.testing import CliRunner
 
@@ -50,7 +50,7 @@ from curation.judge import (
 )
 from curation.review.journal import utc_now
 from curation.review.queue import ClaimContext, claim, parse_queue
-from curation.store import StoreBusy, open_store
+from curation.store import open_store
 from schemas.config import JudgeConfig, ReviewConfig
 from schemas.pair import Pair
 from schemas.rule import Rule
@@ -366,14 +366,6 @@ def test_a_killed_judge_run_pays_again_only_for_the_requests_in_flight(ws: Works
     assert summary["status"] == "done" and summary["store"]["judgements"] == len(samples)
     assert rules.requests - len(samples) <= 2 * 2, "sent twice: at most the 2 requests in flight at each kill"
     assert not list((ws.root / "journal").glob("judge-*.jsonl")), "the journal goes once the store has it all"
-
-
-def judged_count(ws: Workspace) -> int:
-    try:
-        with open_store(ws, read_only=True) as store:
-            return store.scalar("SELECT count(*) FROM judgements")
-    except StoreBusy:
-        return -1
 
 
 def test_policy_cots_are_judged_with_the_rules_a_teacher_prompt_got(ws: Workspace) -> None:

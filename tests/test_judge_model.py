@@ -13,26 +13,18 @@ from pathlib import Path
 import pytest
 from helpers_curation import copy_workspace, ingest_crowdflower, pairs_of_queries, synth_run
 from helpers_generation import configure
+from helpers_judge import judged_count
 
 from cotgen.app.judge import plan_judgements
 from cotgen.judge import load_judge_prompt
 from curation.judge import judge_candidates
-from curation.store import StoreBusy, open_store
+from curation.store import open_store
 from schemas.workspace import Workspace
 
 from conftest import COTGEN, run_cli
 
 pytestmark = pytest.mark.slow
 COTS = 3
-
-
-def judged(ws: Workspace) -> int:
-    """Judgements stored so far (-1 while the judge holds the store for longer than the lock wait)."""
-    try:
-        with open_store(ws, read_only=True) as store:
-            return store.scalar("SELECT count(*) FROM judgements")
-    except StoreBusy:
-        return -1
 
 
 def test_judge_with_bundled_model_survives_sigkill(tmp_path: Path, shared_data: Path, smollm2_path: str) -> None:
@@ -48,12 +40,12 @@ def test_judge_with_bundled_model_survives_sigkill(tmp_path: Path, shared_data: 
     proc = subprocess.Popen([*COTGEN, "judge", "-w", str(ws.root), "--json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ})
     deadline = time.monotonic() + 600
-    while judged(ws) < 1 and proc.poll() is None and time.monotonic() < deadline:
+    while judged_count(ws) < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     assert proc.poll() is None, f"the judge ended before it could be killed: {proc.communicate()}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    kept = judged(ws)
+    kept = judged_count(ws)
     assert 1 <= kept < COTS
 
     summary = json.loads(run_cli("judge", "-w", str(ws.root), "--json", timeout=900).stdout)
