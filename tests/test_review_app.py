@@ -12,7 +12,7 @@ from pathlib import Path
 
 import helpers_review
 import pytest
-from helpers_review import RULE_IDS, editor_command, on_card, screen_text, seed_samples, set_review_config, store_rows
+from helpers_review import RULE_IDS, editor_command, on_card, screen_text, seed_samples, set_review_config
 
 from cotgen.app.review import end_session, queue_spec, start_session
 from cotgen.tui.review import MarkScreen, MenuScreen, NoteScreen, ReviewApp
@@ -22,6 +22,8 @@ from retrieval.index import RuleIndex
 from schemas.answer import parse_answer
 from schemas.labels import BUILTIN_SCHEMES
 from schemas.workspace import Workspace
+
+from conftest import store_rows
 
 example_template = helpers_review.example_template  # shared fixtures
 review_ws = helpers_review.review_ws

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import helpers_review
 import pytest
-from helpers_review import Terminal, seed_samples, set_review_config, store_rows
+from helpers_review import Terminal, seed_samples, set_review_config
 
 from curation.store import Store
 from schemas.workspace import Workspace
 
-from conftest import run_cli
+from conftest import run_cli, store_rows
 
 review_ws = helpers_review.review_ws  # shared fixtures
 example_template = helpers_review.example_template

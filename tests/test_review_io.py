@@ -8,13 +8,15 @@ from pathlib import Path
 
 import helpers_review
 import pytest
-from helpers_review import seed_samples, store_rows
+from helpers_review import seed_samples
 
 from curation.review.io import export_reviews, import_reviews
 from curation.review.journal import FlushReport, append_journal, flush_workspace, journal_dir, new_review
 from curation.store import Store
 from schemas.errors import CotgenError
 from schemas.workspace import Workspace
+
+from conftest import store_rows
 
 example_template = helpers_review.example_template  # shared fixtures
 review_ws = helpers_review.review_ws

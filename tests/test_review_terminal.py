@@ -12,10 +12,12 @@ from collections import Counter
 from pathlib import Path
 
 import helpers_review
-from helpers_review import Terminal, editor_command, seed_samples, set_review_config, store_rows
+from helpers_review import Terminal, editor_command, seed_samples, set_review_config
 
 from schemas.answer import parse_answer
 from schemas.labels import BUILTIN_SCHEMES
+
+from conftest import store_rows
 
 example_template = helpers_review.example_template  # shared fixtures
 review_ws = helpers_review.review_ws
