@@ -15,6 +15,8 @@ from schemas.config import ReviewConfig
 from schemas.review import Review
 from schemas.workspace import Workspace
 
+from conftest import store_rows
+
 example_template = helpers_review.example_template  # shared fixtures
 review_ws = helpers_review.review_ws
 
@@ -81,7 +83,7 @@ def test_pairs_alone_undo_and_progress(review_ws: Path, tmp_path: Path) -> None:
 
     report = flush_workspace(Workspace.open(review_ws))
     assert report.inserted == len(written) == 6
-    assert helpers_review.store_rows(review_ws, "SELECT count(*) FROM pair_relabels") == [(0,)]
+    assert store_rows(review_ws, "SELECT count(*) FROM pair_relabels") == [(0,)]
 
 
 def test_resume_history_marks_and_limit(review_ws: Path, tmp_path: Path) -> None:
